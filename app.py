@@ -1,0 +1,148 @@
+"""The ASGI app: routes, lifespan and error mapping. The work itself lives in ``invoicing``."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from integrations import stripe_events
+from invoicing import queue
+from invoicing.errors import BadRequest
+from invoicing.intake import record
+from invoicing.runtime import Runtime, build_runtime
+from invoicing.settings import Settings
+from invoicing.worker import Worker
+
+MAX_BODY = 1024 * 1024
+log = logging.getLogger("invoicehook.app")
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def stripe_webhook(request: Request) -> Response:
+    rt: Runtime = request.app.state.runtime
+    secret = rt.settings.stripe_webhook_secret
+    if secret is None:
+        return error(503, "STRIPE_WEBHOOK_SECRET is not set on this service")
+    try:
+        body = await read_body(request)
+    except BodyTooLarge:
+        return error(413, f"body is larger than {MAX_BODY} bytes")
+    try:
+        stripe_events.verify(body, request.headers.get("stripe-signature"), secret.reveal())
+        event = stripe_events.parse(body)
+        result = stripe_events.to_sale(event, rt.settings.payment_intent_grace_seconds)
+    except BadRequest as exc:
+        return error(400, str(exc))
+    outcome = await run_in_threadpool(
+        record,
+        rt.engine,
+        source="stripe",
+        event_id=event["id"],
+        event_type=event["type"],
+        raw=body.decode("utf-8"),
+        result=result,
+    )
+    if outcome.status == "accepted":
+        request.app.state.worker.wake()
+    return JSONResponse(outcome.as_json())
+
+
+async def healthz(request: Request) -> Response:
+    rt: Runtime = request.app.state.runtime
+    worker: Worker | None = request.app.state.worker
+
+    def probe() -> dict[str, int]:
+        with rt.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+            return queue.counts(conn)
+
+    try:
+        jobs = await run_in_threadpool(probe)
+    except Exception as exc:
+        return JSONResponse({"database": f"unreachable: {type(exc).__name__}"}, status_code=503)
+    return JSONResponse(
+        {
+            "database": "ok",
+            "worker": "running" if worker is not None and worker.running else "stopped",
+            "queue": jobs,
+        }
+    )
+
+
+async def invoice_pdf(request: Request) -> Response:
+    rt: Runtime = request.app.state.runtime
+    name: str = request.path_params["name"]
+    if not name.endswith(".pdf"):
+        return error(404, "no such document")
+    number = name[: -len(".pdf")]
+    if not rt.links.verify(number, request.query_params.get("sig", "")):
+        return error(403, "this link's signature is not valid")
+    from invoicing.pipeline import load_invoice_by_number
+
+    row = await run_in_threadpool(load_invoice_by_number, rt, number)
+    if row is None or row.pdf_key is None:
+        return error(404, f"invoice {number} has no stored PDF yet")
+    pdf = await run_in_threadpool(rt.storage.get, row.pdf_key)
+    return Response(
+        pdf,
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="{row.pdf_key.rsplit("/", 1)[-1]}"'},
+    )
+
+
+def create_app(
+    settings: Settings, *, runtime: Runtime | None = None, start_worker: bool = True
+) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        rt: Runtime = (
+            runtime if runtime is not None else await run_in_threadpool(build_runtime, settings)
+        )
+        worker = Worker(rt)
+        app.state.runtime = rt
+        app.state.worker = worker
+        if start_worker:
+            worker.start()  # picks up whatever the last run left pending
+        try:
+            yield
+        finally:
+            await worker.stop()
+            if runtime is None:
+                rt.engine.dispose()
+
+    routes: list[Any] = [
+        Route("/webhooks/stripe", stripe_webhook, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/invoices/{name:path}", invoice_pdf, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

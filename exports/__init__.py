@@ -1,0 +1,1 @@
+"""Monthly exports for the accountant (a later issue: .xlsx, .csv, .zip, FEC)."""

@@ -1,0 +1,74 @@
+"""``invoicehook check``: one verdict per outside system, so a seller knows what to fix."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from invoicing.settings import Settings
+
+
+def _database(settings: Settings) -> str:
+    from sqlalchemy import text
+
+    from invoicing.store import make_engine, migrate
+
+    engine = make_engine(settings.database_url)
+    try:
+        migrate(engine)
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    finally:
+        engine.dispose()
+    return "reachable, schema up to date"
+
+
+def _storage(settings: Settings) -> str:
+    from integrations.storage import storage_from_url
+
+    storage = storage_from_url(settings.storage_url)
+    storage.put(".invoicehook-check", b"ok")
+    if storage.get(".invoicehook-check") != b"ok":
+        raise RuntimeError("what was written could not be read back")
+    return f"writable ({storage.describe('')})"
+
+
+def _email(settings: Settings) -> str:
+    from integrations.mailer import mailer_from_url
+
+    mailer = mailer_from_url(settings.email_url)
+    check = getattr(mailer, "check", None)
+    return str(check()) if callable(check) else f"configured ({mailer!r})"
+
+
+def _typst(settings: Settings) -> str:
+    from invoicing.document import InvoiceRenderer
+
+    InvoiceRenderer(settings.templates_dir)
+    return "templates and fonts found"
+
+
+def _stripe(settings: Settings) -> str:
+    if settings.stripe_webhook_secret is None:
+        return "not set: STRIPE_WEBHOOK_SECRET is needed for /webhooks/stripe"
+    suffix = " and STRIPE_API_KEY (line items)" if settings.stripe_api_key else ""
+    return f"webhook secret set{suffix}"
+
+
+def run_checks(settings: Settings) -> int:
+    checks: list[tuple[str, Callable[[Settings], str]]] = [
+        ("settings", lambda s: f"ok ({s.config_path or 'given'})"),
+        ("database", _database),
+        ("storage", _storage),
+        ("email", _email),
+        ("documents", _typst),
+        ("stripe", _stripe),
+    ]
+    failed = 0
+    for name, check in checks:
+        try:
+            verdict = f"OK    {check(settings)}"
+        except Exception as exc:
+            failed += 1
+            verdict = f"FAIL  {type(exc).__name__}: {exc}"
+        print(f"{name:<10} {verdict}")
+    return 1 if failed else 0

@@ -1,0 +1,128 @@
+"""The ``invoicehook`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from invoicing.errors import InvoicehookError, SettingsError
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    from invoicing.settings import load_settings
+
+    return load_settings(os.environ)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app import create_app
+
+    app = create_app(_settings())
+    # uvicorn turns SIGTERM/SIGINT into a lifespan shutdown: the worker stops taking jobs
+    # and finishes the ones in hand.
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        timeout_graceful_shutdown=20,
+        proxy_headers=True,
+        forwarded_allow_ips="*",
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from invoicing.demo import run_demo
+
+    return run_demo()
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from invoicing.checks import run_checks
+
+    return run_checks(_settings())
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from invoicing.intake import replay
+    from invoicing.runtime import build_runtime
+    from invoicing.worker import Worker
+
+    rt = build_runtime(_settings())
+    try:
+        outcome = replay(rt.engine, args.event_id)
+    except LookupError as exc:
+        print(f"invoicehook replay: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.event_id}: {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else ""))
+    ran = Worker(rt).drain()
+    print(f"ran {ran} job(s)")
+    return 0
+
+
+def cmd_resend(args: argparse.Namespace) -> int:
+    from invoicing.pipeline import load_invoice_by_number, send_email, store_pdf
+    from invoicing.runtime import build_runtime
+
+    rt = build_runtime(_settings())
+    row = load_invoice_by_number(rt, args.number)
+    if row is None:
+        print(f"invoicehook resend: no invoice numbered {args.number}", file=sys.stderr)
+        return 1
+    if row.pdf_key is None:
+        store_pdf(rt, row)
+        row = load_invoice_by_number(rt, args.number)
+        assert row is not None
+    print(f"{args.number}: {send_email(rt, row, again=True)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="invoicehook",
+        description="Paid sales in, numbered PDF invoices out: stored, emailed, logged.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the service (webhooks + worker)")
+    serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    serve.set_defaults(func=cmd_serve)
+    sub.add_parser("demo", help="run a signed sample payment through the service").set_defaults(
+        func=cmd_demo
+    )
+    sub.add_parser("check", help="validate settings and reach every outside system").set_defaults(
+        func=cmd_check
+    )
+    replay = sub.add_parser("replay", help="process a stored event again (dead letters)")
+    replay.add_argument("event_id")
+    replay.set_defaults(func=cmd_replay)
+    resend = sub.add_parser("resend", help="email an invoice to its buyer again")
+    resend.add_argument("number")
+    resend.set_defaults(func=cmd_resend)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SettingsError as exc:
+        print(f"invoicehook: setting error: {exc}", file=sys.stderr)
+        return 2
+    except InvoicehookError as exc:
+        print(f"invoicehook: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

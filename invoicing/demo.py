@@ -1,0 +1,157 @@
+"""``invoicehook demo``: the whole flow on embedded defaults, in a few seconds.
+
+Starts the real service on a free local port, posts a signed sample Stripe payment to it,
+waits for the worker, then prints where the PDF, the email and the database row are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import socket
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+DEMO_ENV = {
+    "DATABASE_URL": "sqlite:///var/demo/invoicehook.db",
+    "STORAGE_URL": "file://var/demo/invoices",
+    "EMAIL_URL": "file://var/demo/outbox",
+    "STRIPE_WEBHOOK_SECRET": "whsec_demo_not_a_real_secret",
+}
+
+
+def sample_event(now: int) -> dict[str, Any]:
+    session = f"cs_demo_{now}"
+    return {
+        "id": f"evt_demo_{now}",
+        "object": "event",
+        "type": "checkout.session.completed",
+        "created": now,
+        "data": {
+            "object": {
+                "id": session,
+                "object": "checkout.session",
+                "mode": "payment",
+                "payment_status": "paid",
+                "payment_intent": f"pi_demo_{now}",
+                "currency": "eur",
+                "amount_subtotal": 19900,
+                "amount_total": 19900,
+                "total_details": {"amount_tax": 0, "amount_discount": 0},
+                "created": now,
+                "customer_details": {
+                    "name": "Léa Martin",
+                    "email": "lea.martin@example.org",
+                    "address": {
+                        "line1": "4 place Bellecour",
+                        "postal_code": "69002",
+                        "city": "Lyon",
+                        "country": "FR",
+                    },
+                    "tax_ids": [],
+                },
+                "line_items": {
+                    "object": "list",
+                    "data": [
+                        {
+                            "description": "Cours en ligne : Aquarelle pour débutants",
+                            "quantity": 1,
+                            "amount_subtotal": 19900,
+                            "amount_discount": 0,
+                            "amount_tax": 0,
+                            "amount_total": 19900,
+                            "price": {"unit_amount": 19900},
+                        }
+                    ],
+                },
+            }
+        },
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_demo() -> int:
+    import uvicorn
+
+    from app import create_app
+    from invoicing.settings import load_settings
+    from invoicing.store import invoices
+
+    env = dict(os.environ)
+    for key, value in DEMO_ENV.items():
+        env.setdefault(key, value)
+    if not env.get("INVOICEHOOK_CONFIG") and not Path("invoicehook.toml").exists():
+        env["INVOICEHOOK_CONFIG"] = "invoicehook.example.toml"
+    port = _free_port()
+    env["PUBLIC_URL"] = env.get("PUBLIC_URL") or f"http://127.0.0.1:{port}"
+    settings = load_settings(env)
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            print("invoicehook demo: the service did not start")
+            return 1
+        time.sleep(0.05)
+
+    now = int(time.time())
+    body = json.dumps(sample_event(now)).encode()
+    secret = settings.stripe_webhook_secret.reveal() if settings.stripe_webhook_secret else ""
+    signature = hmac.new(secret.encode(), f"{now}.".encode() + body, hashlib.sha256).hexdigest()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/webhooks/stripe",
+        data=body,
+        headers={"Content-Type": "application/json", "Stripe-Signature": f"t={now},v1={signature}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (local)
+        print(f"POST /webhooks/stripe → {response.status} {response.read().decode()}")
+
+    rt = app.state.runtime
+    row = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with rt.engine.connect() as conn:
+            row = conn.execute(
+                select(invoices).where(invoices.c.payment_reference == f"pi_demo_{now}")
+            ).first()
+        if row is not None and row.emailed_at is not None:
+            break
+        time.sleep(0.1)
+    server.should_exit = True
+    thread.join(timeout=30)
+    if row is None or row.emailed_at is None:
+        print("invoicehook demo: the invoice was not emailed within 60 s; see the log above")
+        return 1
+    outbox = _outbox_file(settings.email_url, row.number)
+    print()
+    print(f"Invoice {row.number} for {row.buyer['name']} <{row.buyer['email']}>")
+    print(f"  PDF:      {rt.storage.describe(row.pdf_key)}")
+    print(f"  email:    {outbox}")
+    database = settings.database_url.removeprefix("sqlite:///")
+    print(f"  database: {database} (table invoices, id {row.id})")
+    print(f"  link:     {rt.links.url(row.number)}  (works while `invoicehook serve` runs)")
+    return 0
+
+
+def _outbox_file(email_url: str, number: str) -> str:
+    if not email_url.startswith("file://"):
+        return email_url.split("@")[-1]
+    folder = Path(email_url[len("file://") :])
+    matches = sorted(folder.glob(f"*{number}*.eml"), key=lambda p: p.stat().st_mtime)
+    if not matches:
+        matches = sorted(folder.glob("*.eml"), key=lambda p: p.stat().st_mtime)
+    return str(matches[-1].resolve()) if matches else str(folder)

@@ -1,0 +1,166 @@
+"""Recording what arrives: event, sale and job in one transaction, before the 2xx.
+
+Duplicates are caught twice: on the event id (the same delivery again) and on the payment
+(another event for a sale we already have, such as ``async_payment_succeeded`` after a
+paid ``completed``, or a PaymentIntent that a Checkout Session turns out to own).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Engine, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
+
+from integrations.stripe_events import Ignored, SaleDraft
+from invoicing.queue import enqueue
+from invoicing.store import events, is_postgres, sales, utcnow
+
+INVOICE_JOB = "invoice"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # accepted | duplicate | ignored
+    sale_id: int | None = None
+    reason: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"status": self.status}
+        if self.sale_id is not None:
+            body["sale"] = self.sale_id
+        if self.reason:
+            body["reason"] = self.reason
+        return body
+
+
+def insert_new(conn: Connection, table: Any, values: dict[str, Any]) -> bool:
+    """Insert unless the key exists; True when this call inserted the row."""
+    dialect_insert = pg_insert if is_postgres(conn) else sqlite_insert
+    result = conn.execute(dialect_insert(table).values(**values).on_conflict_do_nothing())
+    return bool(result.rowcount)
+
+
+def record(
+    engine: Engine,
+    *,
+    source: str,
+    event_id: str,
+    event_type: str,
+    raw: str,
+    result: SaleDraft | Ignored,
+) -> Outcome:
+    now = utcnow()
+    with engine.begin() as conn:
+        fresh = insert_new(
+            conn,
+            events,
+            {
+                "id": event_id,
+                "source": source,
+                "type": event_type,
+                "received_at": now,
+                "raw": raw,
+                "outcome": "received",
+            },
+        )
+        if not fresh:
+            return Outcome("duplicate", reason=f"event {event_id} was already received")
+        if isinstance(result, Ignored):
+            outcome = Outcome("ignored", reason=result.reason)
+        else:
+            outcome = _record_sale(conn, event_id, result)
+        conn.execute(
+            update(events)
+            .where(events.c.id == event_id)
+            .values(outcome=outcome.status, sale_id=outcome.sale_id, error=outcome.reason or None)
+        )
+    return outcome
+
+
+def _record_sale(conn: Connection, event_id: str, draft: SaleDraft) -> Outcome:
+    existing = conn.execute(
+        select(sales.c.id).where(sales.c.payment_key == draft.payment_key)
+    ).scalar()
+    if existing is not None:
+        return Outcome("duplicate", existing, f"payment {draft.payment_key} is already recorded")
+    owner = None
+    if draft.payment_intent and draft.payment_key == draft.payment_intent:
+        # A bare PaymentIntent: does a session or Stripe invoice we have already own it?
+        owner = conn.execute(
+            select(sales.c.id).where(
+                sales.c.payment_intent == draft.payment_intent,
+                sales.c.payment_key != draft.payment_key,
+            )
+        ).scalar()
+    now = utcnow()
+    dialect_insert = pg_insert if is_postgres(conn) else sqlite_insert
+    sale_id = conn.execute(
+        dialect_insert(sales)
+        .values(
+            payment_key=draft.payment_key,
+            payment_intent=draft.payment_intent,
+            source=draft.source,
+            event_id=event_id,
+            status="duplicate" if owner else "pending",
+            duplicate_of=owner,
+            paid_at=draft.paid_at,
+            currency=draft.currency,
+            subtotal=draft.subtotal,
+            tax=draft.tax,
+            total=draft.total,
+            buyer=draft.buyer,
+            lines=draft.lines,
+            tax_lines=draft.tax_lines,
+            stripe_object=draft.stripe_object,
+            created_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["payment_key"])
+        .returning(sales.c.id)
+    ).scalar()
+    if sale_id is None:  # another event for this payment committed while we looked
+        return Outcome("duplicate", reason=f"payment {draft.payment_key} is already recorded")
+    if owner:
+        return Outcome("duplicate", sale_id, f"payment {draft.payment_key} is part of sale {owner}")
+    if draft.payment_intent and draft.payment_key != draft.payment_intent:
+        # The owner arrived after its bare PaymentIntent: that one must not be invoiced too.
+        conn.execute(
+            update(sales)
+            .where(sales.c.payment_key == draft.payment_intent, sales.c.status == "pending")
+            .values(status="duplicate", duplicate_of=sale_id)
+        )
+    enqueue(conn, INVOICE_JOB, sale_id, now + timedelta(seconds=draft.delay_seconds))
+    return Outcome("accepted", sale_id)
+
+
+def replay(engine: Engine, event_id: str) -> Outcome:
+    """Handle a stored event again: revive its sale's dead job, or record the sale it missed."""
+    from integrations.stripe_events import parse, to_sale
+    from invoicing.queue import revive
+
+    with engine.connect() as conn:
+        raw = conn.execute(select(events.c.raw).where(events.c.id == event_id)).scalar()
+    if raw is None:
+        raise LookupError(f"no event {event_id} was received")
+    result = to_sale(parse(raw.encode("utf-8")))
+    if isinstance(result, Ignored):
+        return Outcome("ignored", reason=result.reason)
+    with engine.begin() as conn:
+        sale_id = conn.execute(
+            select(sales.c.id).where(sales.c.payment_key == result.payment_key)
+        ).scalar()
+        if sale_id is None:
+            outcome = _record_sale(conn, event_id, result)
+            conn.execute(
+                update(events)
+                .where(events.c.id == event_id)
+                .values(outcome=outcome.status, sale_id=outcome.sale_id, error=None)
+            )
+            return outcome
+        revived = revive(conn, sale_id)
+    reason = f"{revived} job(s) put back in the queue" if revived else "nothing left to do"
+    return Outcome("replayed", sale_id, reason)

@@ -1,0 +1,48 @@
+"""Signed links to invoice PDFs: the HMAC of the number, with a key kept in the database.
+
+The key is made on first start and stored, so links in old emails keep working after a
+restart or a move to another machine that shares the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from urllib.parse import quote
+
+from sqlalchemy import Engine
+
+from invoicing.store import get_meta, meta
+
+KEY_NAME = "link_key"
+
+
+def load_key(engine: Engine) -> bytes:
+    from invoicing.intake import insert_new
+
+    with engine.begin() as conn:
+        insert_new(conn, meta, {"key": KEY_NAME, "value": secrets.token_hex(32)})
+        value = get_meta(conn, KEY_NAME)
+    assert value is not None
+    return bytes.fromhex(value)
+
+
+class LinkSigner:
+    def __init__(self, key: bytes, public_url: str) -> None:
+        self._key = key
+        self.public_url = public_url.rstrip("/")
+
+    def signature(self, number: str) -> str:
+        return hmac.new(self._key, number.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def verify(self, number: str, sig: str) -> bool:
+        return hmac.compare_digest(self.signature(number), sig)
+
+    def url(self, number: str) -> str:
+        return (
+            f"{self.public_url}/invoices/{quote(number, safe='')}.pdf?sig={self.signature(number)}"
+        )
+
+    def __repr__(self) -> str:
+        return f"LinkSigner(public_url={self.public_url!r})"

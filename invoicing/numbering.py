@@ -1,0 +1,93 @@
+"""Gap-free, chronological invoice numbers.
+
+A number is taken inside the transaction that creates the invoice: the series' counter row
+is locked (``FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already holds the only
+write lock), incremented, and the invoice and its allocation-log row are inserted before the
+commit. A rollback returns the number with everything else, so no number is ever skipped,
+and the issue date is read only once the lock is held, so numbers follow issue dates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import Connection
+
+from invoicing.settings import InvoiceOptions
+from invoicing.store import allocations, counters, is_postgres, utcnow
+
+
+@dataclass(frozen=True)
+class Allocation:
+    series: str
+    seq: int
+    number: str
+    issued_at: datetime
+
+
+def series_key(kind: str, reset: str, when: datetime) -> str:
+    """The counter a document draws from: one per kind and reset period."""
+    if reset == "yearly":
+        return f"{kind}:{when:%Y}"
+    if reset == "monthly":
+        return f"{kind}:{when:%Y-%m}"
+    return f"{kind}:all"
+
+
+def format_number(pattern: str, seq: int, when: datetime) -> str:
+    return pattern.format(year=when.year, month=f"{when.month:02d}", seq=seq)
+
+
+def _lock_counter(conn: Connection, series: str) -> int:
+    if is_postgres(conn):
+        conn.execute(pg_insert(counters).values(series=series, last_seq=0).on_conflict_do_nothing())
+        return int(
+            conn.execute(
+                select(counters.c.last_seq).where(counters.c.series == series).with_for_update()
+            ).scalar_one()
+        )
+    current = conn.execute(
+        select(counters.c.last_seq).where(counters.c.series == series)
+    ).scalar_one_or_none()
+    if current is None:
+        conn.execute(insert(counters).values(series=series, last_seq=0))
+        return 0
+    return int(current)
+
+
+def allocate(
+    conn: Connection,
+    options: InvoiceOptions,
+    *,
+    kind: str,
+    sale_id: int,
+    payment_key: str,
+    worker: str,
+) -> Allocation:
+    """Take the next number of the series; call inside the transaction that stores the document."""
+    pattern = options.number_pattern if kind == "invoice" else options.credit_note_pattern
+    while True:
+        series = series_key(kind, options.number_reset, utcnow())
+        last = _lock_counter(conn, series)
+        issued_at = utcnow()
+        # The lock may have been granted after midnight on New Year's Eve: use the new period.
+        if series_key(kind, options.number_reset, issued_at) == series:
+            break
+    seq = last + 1
+    number = format_number(pattern, seq, issued_at)
+    conn.execute(update(counters).where(counters.c.series == series).values(last_seq=seq))
+    conn.execute(
+        insert(allocations).values(
+            series=series,
+            seq=seq,
+            number=number,
+            sale_id=sale_id,
+            payment_key=payment_key,
+            allocated_at=issued_at,
+            worker=worker,
+        )
+    )
+    return Allocation(series=series, seq=seq, number=number, issued_at=issued_at)

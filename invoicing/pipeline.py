@@ -1,0 +1,269 @@
+"""The steps that turn a recorded sale into an emailed invoice.
+
+issue (line items, then number + invoice row in one transaction) → render and store the
+PDF → email it. Each step commits that it is done before the next starts, so a retry or a
+restart resumes at the first unfinished step and never repeats a finished one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict
+from datetime import date
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Row
+
+from invoicing.errors import PermanentError
+from invoicing.model import Buyer, Invoice, Line, Seller, TaxLine
+from invoicing.numbering import allocate
+from invoicing.runtime import Runtime
+from invoicing.store import as_utc, invoices, sales, utcnow
+
+FALLBACK_LINE = {"fr": "Achat en ligne", "en": "Online purchase"}
+
+
+def process_sale(rt: Runtime, sale_id: int) -> str:
+    """Run every unfinished step for one sale; returns what became of it."""
+    with rt.engine.connect() as conn:
+        sale = conn.execute(select(sales).where(sales.c.id == sale_id)).first()
+    if sale is None:
+        raise PermanentError(f"sale {sale_id} does not exist")
+    if sale.status == "duplicate":
+        return f"sale {sale_id} is a duplicate of sale {sale.duplicate_of}; nothing to do"
+    row = load_invoice(rt, sale_id)
+    if row is None:
+        if _owned_elsewhere(rt, sale):
+            return f"payment {sale.payment_key} belongs to another sale; not invoiced"
+        row = issue(rt, sale, _lines(rt, sale))
+    if row.stored_at is None:
+        store_pdf(rt, row)
+        row = load_invoice(rt, sale_id)
+        assert row is not None
+    if row.emailed_at is None and row.email_status != "skipped":
+        send_email(rt, row)
+    return f"invoice {row.number} done"
+
+
+def load_invoice(rt: Runtime, sale_id: int) -> Row[Any] | None:
+    with rt.engine.connect() as conn:
+        return conn.execute(select(invoices).where(invoices.c.sale_id == sale_id)).first()
+
+
+def load_invoice_by_number(rt: Runtime, number: str) -> Row[Any] | None:
+    with rt.engine.connect() as conn:
+        return conn.execute(select(invoices).where(invoices.c.number == number)).first()
+
+
+def _owned_elsewhere(rt: Runtime, sale: Row[Any]) -> bool:
+    """A bare PaymentIntent that a Checkout Session owns is that session's sale, not a new one."""
+    if sale.source != "stripe" or sale.payment_key != sale.payment_intent:
+        return False
+    with rt.engine.begin() as conn:
+        owner = conn.execute(
+            select(sales.c.id).where(
+                sales.c.payment_intent == sale.payment_intent, sales.c.id != sale.id
+            )
+        ).scalar()
+        stripe = rt.stripe
+        if owner is None and stripe and stripe.sessions_for_payment_intent(sale.payment_intent):
+            owner = -1  # a session we have not received yet: its own event will come
+        if owner is None:
+            return False
+        conn.execute(
+            update(sales)
+            .where(sales.c.id == sale.id)
+            .values(status="duplicate", duplicate_of=owner if owner > 0 else None)
+        )
+    return True
+
+
+def _lines(rt: Runtime, sale: Row[Any]) -> list[dict[str, Any]]:
+    if sale.lines:
+        return list(sale.lines)
+    if rt.stripe is not None and sale.stripe_object and sale.stripe_object.startswith("cs_"):
+        lines = rt.stripe.session_lines(sale.stripe_object)
+        if lines:
+            return lines
+    language = rt.settings.invoice.language
+    return [
+        {
+            "description": FALLBACK_LINE[language],
+            "quantity": 1,
+            "unit_amount": sale.subtotal,
+            "amount": sale.subtotal,
+            "tax_amount": sale.tax,
+            "tax_rate": None,
+        }
+    ]
+
+
+def _tax_lines(sale: Row[Any], lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if sale.tax_lines:
+        return list(sale.tax_lines)
+    if not sale.tax:
+        return []
+    by_rate: dict[str, dict[str, Any]] = {}
+    for line in lines:
+        rate = line.get("tax_rate") or ""
+        entry = by_rate.setdefault(rate, {"rate": rate, "taxable": 0, "amount": 0, "label": ""})
+        entry["taxable"] += int(line["amount"])
+        entry["amount"] += int(line.get("tax_amount") or 0)
+    if sum(e["amount"] for e in by_rate.values()) != sale.tax:
+        # Stripe's per-line taxes do not add up (or are missing): show the total it charged.
+        return [{"rate": "", "taxable": sale.subtotal, "amount": sale.tax, "label": ""}]
+    return list(by_rate.values())
+
+
+def issue(rt: Runtime, sale: Row[Any], lines: list[dict[str, Any]]) -> Row[Any]:
+    """Number the invoice and store everything it says, in one transaction."""
+    settings = rt.settings
+    with rt.engine.begin() as conn:
+        existing = conn.execute(select(invoices).where(invoices.c.sale_id == sale.id)).first()
+        if existing is not None:  # a lease ran out while the first worker was issuing it
+            return existing
+        allocation = allocate(
+            conn,
+            settings.invoice,
+            kind="invoice",
+            sale_id=sale.id,
+            payment_key=sale.payment_key,
+            worker=rt.worker_id,
+        )
+        conn.execute(
+            invoices.insert().values(
+                sale_id=sale.id,
+                number=allocation.number,
+                series=allocation.series,
+                seq=allocation.seq,
+                kind="invoice",
+                issued_at=allocation.issued_at,
+                sale_date=as_utc(sale.paid_at).date(),
+                language=settings.invoice.language,
+                regime=settings.regime,
+                seller=_seller_json(settings.seller),
+                buyer=sale.buyer,
+                currency=sale.currency,
+                subtotal=sale.subtotal,
+                tax=sale.tax,
+                total=sale.total,
+                lines=lines,
+                tax_lines=_tax_lines(sale, lines),
+                payment_reference=sale.payment_intent or sale.payment_key,
+                email_status="pending",
+                email_count=0,
+            )
+        )
+        conn.execute(update(sales).where(sales.c.id == sale.id).values(status="invoiced"))
+        row = conn.execute(select(invoices).where(invoices.c.sale_id == sale.id)).first()
+    assert row is not None
+    return row
+
+
+def _seller_json(seller: Seller) -> dict[str, Any]:
+    data = asdict(seller)
+    data["address"] = list(seller.address)
+    return data
+
+
+def to_document(row: Row[Any]) -> tuple[Invoice, Seller]:
+    """The stored invoice row as the values the PDF and the email are made from."""
+    buyer = dict(row.buyer)
+    seller = dict(row.seller)
+    invoice = Invoice(
+        number=row.number,
+        kind=row.kind,
+        issued_at=as_utc(row.issued_at),
+        sale_date=row.sale_date if isinstance(row.sale_date, date) else row.sale_date,
+        currency=row.currency,
+        buyer=Buyer(
+            name=buyer.get("name") or "",
+            email=buyer.get("email") or "",
+            address=tuple(buyer.get("address") or ()),
+            country=buyer.get("country"),
+            vat_number=buyer.get("vat_number"),
+            business_name=buyer.get("business_name"),
+        ),
+        lines=tuple(
+            Line(
+                description=line["description"],
+                quantity=int(line["quantity"]),
+                unit_amount=int(line["unit_amount"]),
+                amount=int(line["amount"]),
+                tax_amount=int(line.get("tax_amount") or 0),
+                tax_rate=line.get("tax_rate"),
+            )
+            for line in row.lines
+        ),
+        subtotal=row.subtotal,
+        tax=row.tax,
+        total=row.total,
+        tax_lines=tuple(TaxLine(**t) for t in row.tax_lines),
+        payment_reference=row.payment_reference,
+        language=row.language,
+    )
+    seller["address"] = tuple(seller.get("address") or ())
+    return invoice, Seller(**seller)
+
+
+def render_pdf(rt: Runtime, row: Row[Any]) -> bytes:
+    invoice, seller = to_document(row)
+    return rt.renderer.render(invoice, seller, row.regime)
+
+
+def store_pdf(rt: Runtime, row: Row[Any]) -> None:
+    from invoicing.document import storage_key
+
+    invoice, _ = to_document(row)
+    pdf = render_pdf(rt, row)
+    key = storage_key(invoice)
+    rt.storage.put(key, pdf)
+    with rt.engine.begin() as conn:
+        conn.execute(
+            update(invoices)
+            .where(invoices.c.id == row.id)
+            .values(pdf_key=key, pdf_sha256=hashlib.sha256(pdf).hexdigest(), stored_at=utcnow())
+        )
+
+
+def send_email(rt: Runtime, row: Row[Any], *, again: bool = False) -> str:
+    """Email the stored PDF to the buyer; ``again`` sends even if it was sent before."""
+    from invoicing.document import pdf_filename
+    from invoicing.message import build_invoice_message
+
+    invoice, seller = to_document(row)
+    if not invoice.buyer.email:
+        with rt.engine.begin() as conn:
+            conn.execute(
+                update(invoices)
+                .where(invoices.c.id == row.id)
+                .values(email_status="skipped", email_error="the sale has no buyer email")
+            )
+        return "skipped: the sale has no buyer email"
+    if row.emailed_at is not None and not again:
+        return "already sent"
+    pdf = rt.storage.get(row.pdf_key)
+    message = build_invoice_message(
+        invoice,
+        seller,
+        pdf=pdf,
+        pdf_filename=pdf_filename(invoice),
+        link=rt.links.url(invoice.number),
+        sender=rt.settings.email.sender,
+        subject=rt.settings.email.subject,
+        templates_dir=rt.settings.templates_dir,
+    )
+    where = rt.mailer.send(message)
+    with rt.engine.begin() as conn:
+        conn.execute(
+            update(invoices)
+            .where(invoices.c.id == row.id)
+            .values(
+                email_status="sent",
+                email_error=None,
+                emailed_at=utcnow(),
+                email_count=invoices.c.email_count + 1,
+            )
+        )
+    return where

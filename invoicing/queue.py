@@ -1,0 +1,141 @@
+"""The durable job queue, in the same database as the sales it works on.
+
+A job is claimed with a lease: ``locked_until`` says when another worker may take it over
+if the one holding it died. On PostgreSQL the claim skips rows other workers have locked
+(``FOR UPDATE SKIP LOCKED``); on SQLite the claim runs under the single write lock.
+Failures are retried with exponential backoff and full jitter, then kept as dead letters
+with their error until someone replays them.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine, and_, insert, or_, select, update
+from sqlalchemy.engine import Connection
+
+from invoicing.store import as_utc, is_postgres, jobs, utcnow
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    kind: str
+    sale_id: int
+    attempts: int
+
+
+def enqueue(conn: Connection, kind: str, sale_id: int, run_after: datetime | None = None) -> int:
+    now = utcnow()
+    result = conn.execute(
+        insert(jobs).values(
+            kind=kind,
+            sale_id=sale_id,
+            state="pending",
+            attempts=0,
+            run_after=run_after or now,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+
+def claim(engine: Engine, worker: str, lease_seconds: float) -> Job | None:
+    """Take the oldest job that is due, or one whose holder's lease ran out."""
+    now = utcnow()
+    due = or_(
+        and_(jobs.c.state == "pending", jobs.c.run_after <= now),
+        and_(jobs.c.state == "running", jobs.c.locked_until < now),
+    )
+    with engine.begin() as conn:
+        query = select(jobs.c.id, jobs.c.kind, jobs.c.sale_id, jobs.c.attempts).where(due)
+        query = query.order_by(jobs.c.run_after, jobs.c.id).limit(1)
+        if is_postgres(conn):
+            query = query.with_for_update(skip_locked=True)
+        row = conn.execute(query).first()
+        if row is None:
+            return None
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id == row.id)
+            .values(
+                state="running",
+                locked_by=worker,
+                locked_until=now + timedelta(seconds=lease_seconds),
+                updated_at=now,
+            )
+        )
+    return Job(id=row.id, kind=row.kind, sale_id=row.sale_id, attempts=row.attempts)
+
+
+def complete(engine: Engine, job: Job) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id == job.id)
+            .values(state="done", locked_by=None, locked_until=None, updated_at=utcnow())
+        )
+
+
+def backoff(attempt: int, base: float, cap: float) -> float:
+    """Full jitter: a random wait up to base * 2^(attempt-1), capped."""
+    return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
+
+
+def fail(
+    engine: Engine,
+    job: Job,
+    error: str,
+    *,
+    permanent: bool,
+    max_attempts: int,
+    base: float,
+    cap: float,
+) -> str:
+    """Record a failed attempt; return the job's new state (pending or dead)."""
+    attempts = job.attempts + 1
+    now = utcnow()
+    dead = permanent or attempts >= max_attempts
+    with engine.begin() as conn:
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id == job.id)
+            .values(
+                state="dead" if dead else "pending",
+                attempts=attempts,
+                run_after=now + timedelta(seconds=0 if dead else backoff(attempts, base, cap)),
+                locked_by=None,
+                locked_until=None,
+                last_error=error[-8000:],
+                updated_at=now,
+            )
+        )
+    return "dead" if dead else "pending"
+
+
+def revive(conn: Connection, sale_id: int) -> int:
+    """Make a sale's dead or waiting jobs due now, with fresh attempts (replay)."""
+    now = utcnow()
+    result = conn.execute(
+        update(jobs)
+        .where(jobs.c.sale_id == sale_id, jobs.c.state.in_(("dead", "pending")))
+        .values(state="pending", attempts=0, run_after=now, updated_at=now)
+    )
+    return int(result.rowcount)
+
+
+def counts(conn: Connection) -> dict[str, int]:
+    from sqlalchemy import func
+
+    rows = conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state)).all()
+    return {state: int(n) for state, n in rows}
+
+
+def next_due(conn: Connection) -> datetime | None:
+    value = conn.execute(
+        select(jobs.c.run_after).where(jobs.c.state == "pending").order_by(jobs.c.run_after)
+    ).scalar()
+    return as_utc(value) if value else None

@@ -1,0 +1,70 @@
+"""The services one process works with, built once from the settings.
+
+Tests swap any of them at this seam (a mailer pointed at a local SMTP server, say).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine
+
+from integrations.storage import Storage, storage_from_url
+from invoicing.links import LinkSigner, load_key
+from invoicing.settings import Settings
+from invoicing.store import make_engine, migrate
+
+if TYPE_CHECKING:
+    from integrations.mailer import Mailer
+
+    from integrations.stripe_api import StripeApi
+    from invoicing.document import InvoiceRenderer
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    storage: Storage
+    mailer: Mailer
+    links: LinkSigner
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    _renderer: Any = None
+    _stripe: Any = None
+
+    @property
+    def renderer(self) -> InvoiceRenderer:
+        # Built on first use: the Typst compiler and its fonts are not needed to ack webhooks.
+        if self._renderer is None:
+            from invoicing.document import InvoiceRenderer
+
+            self._renderer = InvoiceRenderer(self.settings.templates_dir)
+        return self._renderer  # type: ignore[no-any-return]
+
+    @property
+    def stripe(self) -> StripeApi | None:
+        if self._stripe is None and self.settings.stripe_api_key is not None:
+            from integrations.stripe_api import StripeApi
+
+            self._stripe = StripeApi(
+                self.settings.stripe_api_key.reveal(), self.settings.stripe_api_base
+            )
+        return self._stripe  # type: ignore[no-any-return]
+
+
+def build_runtime(settings: Settings, *, run_migrations: bool = True) -> Runtime:
+    from integrations.mailer import mailer_from_url
+
+    engine = make_engine(settings.database_url)
+    if run_migrations:
+        migrate(engine)
+    return Runtime(
+        settings=settings,
+        engine=engine,
+        storage=storage_from_url(settings.storage_url),
+        mailer=mailer_from_url(settings.email_url),
+        links=LinkSigner(load_key(engine), settings.public_url),
+    )

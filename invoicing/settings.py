@@ -1,0 +1,253 @@
+"""Settings, read once into one typed object.
+
+Secrets and wiring come from environment variables (so ``fly secrets set`` works); the
+seller's identity and preferences come from the TOML file named by ``INVOICEHOOK_CONFIG``.
+Every problem is reported as one ``SettingsError`` line naming the key and what it expects.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from invoicing.errors import SettingsError
+from invoicing.model import Seller
+
+REGIMES = ("franchise", "standard", "oss", "reverse-charge", "training")
+RESETS = ("yearly", "monthly", "never")
+LANGUAGES = ("fr", "en")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES_DIR = PROJECT_ROOT / "templates"
+
+
+class Secret:
+    """A value that never shows in a repr, a log line or a traceback's locals."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class InvoiceOptions:
+    language: str = "fr"
+    number_pattern: str = "F{year}-{seq:06}"
+    number_reset: str = "yearly"
+    credit_note_pattern: str = "AV{year}-{seq:06}"
+
+
+@dataclass(frozen=True)
+class EmailOptions:
+    sender: str
+    subject: str | None = None  # a Jinja2 string; None means the language's default
+
+
+@dataclass(frozen=True)
+class Settings:
+    seller: Seller
+    invoice: InvoiceOptions
+    regime: str
+    email: EmailOptions
+    database_url: str = "sqlite:///var/invoicehook.db"
+    storage_url: str = "file://var/invoices"
+    email_url: str = "file://var/outbox"
+    public_url: str = "http://localhost:8000"
+    stripe_webhook_secret: Secret | None = None
+    stripe_api_key: Secret | None = None
+    stripe_api_base: str | None = None
+    zapier_token: Secret | None = None
+    admin_token: Secret | None = None
+    ledger_sheet: str | None = None
+    google_credentials: Secret | None = None
+    google_api_endpoint: str | None = None
+    worker_concurrency: int = 4
+    job_max_attempts: int = 12
+    job_lease_seconds: float = 120.0
+    retry_base_seconds: float = 30.0
+    retry_max_seconds: float = 3600.0
+    payment_intent_grace_seconds: float = 120.0
+    templates_dir: Path = TEMPLATES_DIR
+    config_path: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _secret(env: Mapping[str, str], key: str) -> Secret | None:
+    value = env.get(key, "").strip()
+    return Secret(value) if value else None
+
+
+def _number(env: Mapping[str, str], key: str, default: float, *, minimum: float) -> float:
+    raw = env.get(key)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{key}: expected a number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{key}: expected a number >= {minimum:g}, got {raw!r}")
+    return value
+
+
+def _url(env: Mapping[str, str], key: str, default: str, schemes: tuple[str, ...]) -> str:
+    value = env.get(key, "").strip() or default
+    scheme = urlsplit(value).scheme
+    if scheme not in schemes:
+        expected = ", ".join(f"{s}://…" for s in schemes)
+        raise SettingsError(f"{key}: expected {expected}, got {value.split(':', 1)[0]!r}")
+    return value
+
+
+def _table(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = data.get(name, {})
+    if not isinstance(value, Mapping):
+        raise SettingsError(f"[{name}] in the config: expected a table")
+    return value
+
+
+def _text(table: Mapping[str, Any], section: str, key: str, default: str | None = None) -> str:
+    value = table.get(key, default)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise SettingsError(f"{section}.{key} in the config: required, expected text")
+    if not isinstance(value, str):
+        raise SettingsError(f"{section}.{key} in the config: expected text, got {value!r}")
+    return value.strip()
+
+
+def _choice(table: Mapping[str, Any], section: str, key: str, default: str, allowed: tuple) -> str:
+    value = table.get(key, default)
+    if value not in allowed:
+        options = " | ".join(f'"{a}"' for a in allowed)
+        raise SettingsError(f"{section}.{key} in the config: expected {options}, got {value!r}")
+    return str(value)
+
+
+def check_pattern(key: str, pattern: str) -> None:
+    """A number pattern must have {seq} and give numbers the e-invoicing rules accept."""
+    if "{seq" not in pattern:
+        raise SettingsError(
+            f"{key} in the config: expected a pattern with {{seq}}, got {pattern!r}"
+        )
+    try:
+        sample = pattern.format(year=2026, month=12, seq=999999)
+    except (KeyError, ValueError, IndexError) as exc:
+        raise SettingsError(
+            f"{key} in the config: expected only {{year}}, {{month}} and {{seq}}, got {pattern!r}"
+        ) from exc
+    if len(sample) > 35 or not re.fullmatch(r"[A-Za-z0-9+\-_/]+", sample):
+        raise SettingsError(
+            f"{key} in the config: numbers must be at most 35 letters, digits or + - _ /, "
+            f"got {sample!r}"
+        )
+
+
+def _seller(data: Mapping[str, Any]) -> Seller:
+    t = _table(data, "seller")
+    address = t.get("address", [])
+    if isinstance(address, str):
+        address = [address]
+    if not address or not all(isinstance(line, str) for line in address):
+        raise SettingsError("seller.address in the config: expected a list of lines of text")
+    siren = re.sub(r"\s", "", _text(t, "seller", "siren"))
+    if not re.fullmatch(r"\d{9}(\d{5})?", siren):
+        raise SettingsError(
+            f"seller.siren in the config: expected 9 digits (SIREN) or 14 (SIRET), got {siren!r}"
+        )
+    vat = t.get("vat_number") or None
+    return Seller(
+        name=_text(t, "seller", "name"),
+        address=tuple(line.strip() for line in address),
+        country=_text(t, "seller", "country", "FR").upper(),
+        siren=siren,
+        email=_text(t, "seller", "email"),
+        vat_number=str(vat).replace(" ", "") if vat else None,
+        legal_form=str(t.get("legal_form", "EI")),
+    )
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise SettingsError(
+            f"INVOICEHOOK_CONFIG: no file at {path}; copy invoicehook.example.toml there"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"INVOICEHOOK_CONFIG: {path} is not valid TOML ({exc})") from None
+
+
+def config_path(env: Mapping[str, str]) -> Path:
+    explicit = env.get("INVOICEHOOK_CONFIG", "").strip()
+    return Path(explicit) if explicit else Path("invoicehook.toml")
+
+
+def load_settings(env: Mapping[str, str], config: Mapping[str, Any] | None = None) -> Settings:
+    """Build the settings from an environment mapping and (optionally) an already-read config."""
+    path = config_path(env)
+    data = load_config(path) if config is None else config
+    inv = _table(data, "invoice")
+    options = InvoiceOptions(
+        language=_choice(inv, "invoice", "language", "fr", LANGUAGES),
+        number_pattern=str(inv.get("number_pattern", InvoiceOptions.number_pattern)),
+        number_reset=_choice(inv, "invoice", "number_reset", "yearly", RESETS),
+        credit_note_pattern=str(inv.get("credit_note_pattern", InvoiceOptions.credit_note_pattern)),
+    )
+    check_pattern("invoice.number_pattern", options.number_pattern)
+    check_pattern("invoice.credit_note_pattern", options.credit_note_pattern)
+    seller = _seller(data)
+    mail = _table(data, "email")
+    sender = str(mail.get("from") or seller.email)
+    if "@" not in sender:
+        raise SettingsError(f"email.from in the config: expected an email address, got {sender!r}")
+    public_url = env.get("PUBLIC_URL", "").strip() or "http://localhost:8000"
+    if urlsplit(public_url).scheme not in ("http", "https"):
+        raise SettingsError(f"PUBLIC_URL: expected http(s)://host, got {public_url!r}")
+    return Settings(
+        seller=seller,
+        invoice=options,
+        regime=_choice(_table(data, "vat"), "vat", "regime", "franchise", REGIMES),
+        email=EmailOptions(sender=sender, subject=mail.get("subject") or None),
+        database_url=_url(
+            env, "DATABASE_URL", "sqlite:///var/invoicehook.db", ("sqlite", "postgresql")
+        ),
+        storage_url=_url(env, "STORAGE_URL", "file://var/invoices", ("file",)),
+        email_url=_url(env, "EMAIL_URL", "file://var/outbox", ("file", "smtp", "smtps")),
+        public_url=public_url.rstrip("/"),
+        stripe_webhook_secret=_secret(env, "STRIPE_WEBHOOK_SECRET"),
+        stripe_api_key=_secret(env, "STRIPE_API_KEY"),
+        stripe_api_base=env.get("STRIPE_API_BASE", "").strip() or None,
+        zapier_token=_secret(env, "ZAPIER_TOKEN"),
+        admin_token=_secret(env, "ADMIN_TOKEN"),
+        ledger_sheet=env.get("LEDGER_SHEET", "").strip() or None,
+        google_credentials=_secret(env, "GOOGLE_CREDENTIALS"),
+        google_api_endpoint=env.get("GOOGLE_API_ENDPOINT", "").strip() or None,
+        worker_concurrency=int(_number(env, "WORKER_CONCURRENCY", 4, minimum=1)),
+        job_max_attempts=int(_number(env, "JOB_MAX_ATTEMPTS", 12, minimum=1)),
+        job_lease_seconds=_number(env, "JOB_LEASE_SECONDS", 120, minimum=1),
+        retry_base_seconds=_number(env, "RETRY_BASE_SECONDS", 30, minimum=0),
+        retry_max_seconds=_number(env, "RETRY_MAX_SECONDS", 3600, minimum=0),
+        payment_intent_grace_seconds=_number(env, "PAYMENT_INTENT_GRACE_SECONDS", 120, minimum=0),
+        config_path=path if config is None else None,
+        extra={k: v for k, v in data.items() if k not in ("seller", "invoice", "vat", "email")},
+    )

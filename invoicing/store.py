@@ -1,0 +1,215 @@
+"""The database: tables (SQLAlchemy Core), engine set-up and migrations at start.
+
+SQLite is the default (WAL, one writer at a time: every transaction starts with
+``BEGIN IMMEDIATE`` so two writers queue instead of failing half-way). PostgreSQL serves
+several machines; row locks and ``SKIP LOCKED`` keep them apart.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    Date,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    text,
+)
+from sqlalchemy.engine import Connection
+
+metadata = MetaData()
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", String(255), primary_key=True),  # Stripe's evt_… id
+    Column("source", String(20), nullable=False),
+    Column("type", String(100), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("raw", Text, nullable=False),  # the exact body, as received
+    Column("outcome", String(20), nullable=False),  # accepted | duplicate | ignored
+    Column("error", Text),
+    Column("sale_id", Integer),
+)
+
+sales = Table(
+    "sales",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # The payment this sale is: Checkout Session, Stripe invoice, PaymentIntent, order id.
+    Column("payment_key", String(255), nullable=False, unique=True),
+    Column("payment_intent", String(255), index=True),
+    Column("source", String(20), nullable=False),
+    Column("event_id", String(255), nullable=False),
+    Column("status", String(20), nullable=False),  # pending | invoiced | duplicate
+    Column("duplicate_of", Integer),
+    Column("paid_at", DateTime(timezone=True), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("subtotal", Integer, nullable=False),
+    Column("tax", Integer, nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("buyer", JSON, nullable=False),
+    Column("lines", JSON),  # None until fetched, when Stripe does not send them
+    Column("tax_lines", JSON, nullable=False),
+    Column("stripe_object", String(255)),  # what to fetch line items from
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+invoices = Table(
+    "invoices",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("sale_id", ForeignKey("sales.id"), nullable=False, unique=True),
+    Column("number", String(35), nullable=False, unique=True),
+    Column("series", String(64), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("issued_at", DateTime(timezone=True), nullable=False),
+    Column("sale_date", Date, nullable=False),
+    Column("language", String(2), nullable=False),
+    Column("regime", String(20), nullable=False),
+    Column("seller", JSON, nullable=False),  # as it was when issued: the PDF never changes
+    Column("buyer", JSON, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("subtotal", Integer, nullable=False),
+    Column("tax", Integer, nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("lines", JSON, nullable=False),
+    Column("tax_lines", JSON, nullable=False),
+    Column("payment_reference", String(255), nullable=False),
+    Column("pdf_key", String(512)),
+    Column("pdf_sha256", String(64)),
+    Column("stored_at", DateTime(timezone=True)),
+    Column("email_status", String(20), nullable=False),  # pending | sent | failed
+    Column("email_error", Text),
+    Column("emailed_at", DateTime(timezone=True)),
+    Column("email_count", Integer, nullable=False),
+    UniqueConstraint("series", "seq", name="uq_invoices_series_seq"),
+)
+
+counters = Table(
+    "counters",
+    metadata,
+    Column("series", String(64), primary_key=True),
+    Column("last_seq", Integer, nullable=False),
+)
+
+allocations = Table(
+    "allocations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("series", String(64), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("number", String(35), nullable=False, unique=True),
+    Column("sale_id", Integer, nullable=False),
+    Column("payment_key", String(255), nullable=False),
+    Column("allocated_at", DateTime(timezone=True), nullable=False),
+    Column("worker", String(100), nullable=False),
+    UniqueConstraint("series", "seq", name="uq_allocations_series_seq"),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(30), nullable=False),
+    Column("sale_id", Integer, nullable=False),
+    Column("state", String(20), nullable=False),  # pending | running | done | dead
+    Column("attempts", Integer, nullable=False),
+    Column("run_after", DateTime(timezone=True), nullable=False),
+    Column("locked_by", String(100)),
+    Column("locked_until", DateTime(timezone=True)),
+    Column("last_error", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_jobs_claim", "state", "run_after"),
+)
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands datetimes back naive; every one we store is UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def normalise_url(url: str) -> str:
+    """``postgresql://`` means psycopg 3 here; SQLite paths get their folder created."""
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url[len("postgresql://") :]
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    return url
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Let SQLAlchemy's "begin" event own transactions (pysqlite's own are deferred).
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")  # durable across a process crash in WAL
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 10)
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def is_postgres(engine: Engine | Connection) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest Alembic revision; safe with several processes at once."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with engine.begin() as conn:
+        if is_postgres(conn):
+            # Two machines starting together must not both create the tables.
+            conn.execute(text("SELECT pg_advisory_xact_lock(7413)"))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def get_meta(conn: Connection, key: str) -> str | None:
+    row = conn.execute(meta.select().where(meta.c.key == key)).first()
+    return row.value if row else None

@@ -1,0 +1,103 @@
+"""The worker: takes jobs from the queue and runs the pipeline, inside the service.
+
+Several loops run side by side (``WORKER_CONCURRENCY``); each claims one job at a time and
+runs it in a thread, since the steps block on the database, Typst and the mail server.
+On shutdown the loops stop taking jobs and the jobs in hand are finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import traceback
+
+from invoicing import queue
+from invoicing.errors import PermanentError
+from invoicing.pipeline import process_sale
+from invoicing.runtime import Runtime
+
+log = logging.getLogger("invoicehook.worker")
+
+
+class Worker:
+    def __init__(self, rt: Runtime, *, poll_seconds: float = 1.0) -> None:
+        self.rt = rt
+        self.poll_seconds = poll_seconds
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self.processed = 0
+
+    @property
+    def running(self) -> bool:
+        return any(not t.done() for t in self._tasks)
+
+    def start(self) -> None:
+        for n in range(self.rt.settings.worker_concurrency):
+            self._tasks.append(asyncio.create_task(self._loop(), name=f"worker-{n}"))
+
+    def wake(self) -> None:
+        """A new job was committed: look now rather than at the next poll."""
+        self._wake.set()
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._tasks:
+            done, pending = await asyncio.wait(self._tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            try:
+                worked = await asyncio.to_thread(self.run_once)
+            except Exception:  # the database is away: wait and try again
+                log.exception("worker could not reach the queue")
+                worked = False
+            if worked:
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+
+    def run_once(self) -> bool:
+        """Claim one due job and run it; False when nothing was due."""
+        settings = self.rt.settings
+        job = queue.claim(self.rt.engine, self.rt.worker_id, settings.job_lease_seconds)
+        if job is None:
+            return False
+        try:
+            result = process_sale(self.rt, job.sale_id)
+        except Exception as exc:
+            permanent = isinstance(exc, PermanentError)
+            state = queue.fail(
+                self.rt.engine,
+                job,
+                f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}",
+                permanent=permanent,
+                max_attempts=settings.job_max_attempts,
+                base=settings.retry_base_seconds,
+                cap=settings.retry_max_seconds,
+            )
+            log.warning(
+                "job %s (sale %s) failed, attempt %s, now %s: %s",
+                job.id,
+                job.sale_id,
+                job.attempts + 1,
+                state,
+                exc,
+            )
+        else:
+            queue.complete(self.rt.engine, job)
+            log.info("job %s (sale %s): %s", job.id, job.sale_id, result)
+        self.processed += 1
+        return True
+
+    def drain(self, limit: int = 100_000) -> int:
+        """Run due jobs until none is left (CLI and tests); returns how many ran."""
+        count = 0
+        while count < limit and self.run_once():
+            count += 1
+        return count
