@@ -72,7 +72,7 @@ def allocate(
     while True:
         series = series_key(kind, options.number_reset, utcnow())
         last = _lock_counter(conn, series)
-        issued_at = utcnow()
+        issued_at = utcnow().replace(microsecond=0)  # a legal date; Typst's timestamp too
         # The lock may have been granted after midnight on New Year's Eve: use the new period.
         if series_key(kind, options.number_reset, issued_at) == series:
             break
