@@ -1,0 +1,58 @@
+"""Invoice numbers: gap-free and unique under concurrency, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+from invoicing.numbering import format_number, series_key
+from invoicing.store import allocations, invoices
+from tests.conftest import Service, checkout_event, post_event
+from tests.test_end_to_end import db_rows, wait_until
+
+
+def test_patterns_and_series() -> None:
+    """Yearly, monthly and never-reset series give the numbers a seller expects."""
+    when = datetime(2026, 3, 9, tzinfo=UTC)
+    assert format_number("F{year}-{seq:06}", 42, when) == "F2026-000042"
+    assert format_number("{year}-{month}-{seq:03}", 7, when) == "2026-03-007"
+    assert series_key("invoice", "yearly", when) == "invoice:2026"
+    assert series_key("invoice", "monthly", when) == "invoice:2026-03"
+    assert series_key("invoice", "never", when) == "invoice:all"
+
+
+def test_200_concurrent_sales_two_processes(
+    database_url: str, service_env: dict[str, str], services: list[Service], tmp_path: Path
+) -> None:
+    """200 distinct sales posted at once to two service processes sharing one database."""
+    workers = 2
+    env = {**service_env, "DATABASE_URL": database_url}
+    procs = [Service(env, tmp_path).start() for _ in range(workers)]
+    services.extend(procs)
+    clients = [p.client() for p in procs]
+
+    def post(n: int) -> str:
+        return str(post_event(clients[n % workers], checkout_event(n)).json()["status"])
+
+    with ThreadPoolExecutor(50) as pool:
+        statuses = list(pool.map(post, range(200)))
+    assert statuses == ["accepted"] * 200
+    outbox = Path(env["EMAIL_URL"].removeprefix("file://"))
+    wait_until(lambda: len(list(outbox.glob("*.eml"))) >= 200, timeout=120, what="200 emails")
+    time.sleep(0.5)
+
+    rows = db_rows(database_url, invoices)
+    year = time.gmtime().tm_year
+    assert sorted(r.number for r in rows) == [f"F{year}-{n:06d}" for n in range(1, 201)]
+    assert len({r.sale_id for r in rows}) == 200
+    # Numbers follow issue dates: sorting by number never goes back in time.
+    by_seq = sorted(rows, key=lambda r: r.seq)
+    assert all(a.issued_at <= b.issued_at for a, b in zip(by_seq, by_seq[1:], strict=False))
+    log = db_rows(database_url, allocations)
+    assert sorted(a.seq for a in log) == list(range(1, 201))
+    assert len({a.worker for a in log}) == workers  # both processes really took numbers
+    assert len(list(outbox.glob("*.eml"))) == 200
+    for client in clients:
+        client.close()
