@@ -1,0 +1,117 @@
+"""The worker's pipeline in process: buyer text stays data, currencies keep their decimals."""
+
+from __future__ import annotations
+
+import json
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import pytest
+from markupsafe import escape
+
+from integrations.stripe_events import parse, to_sale
+from invoicing.intake import record
+from invoicing.pipeline import load_invoice, process_sale
+from invoicing.runtime import Runtime, build_runtime
+from invoicing.settings import load_settings
+from invoicing.worker import Worker
+from tests.conftest import checkout_event, write_config
+from tests.test_end_to_end import pdf_text
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, database_url: str) -> Runtime:
+    env = {
+        "INVOICEHOOK_CONFIG": str(write_config(tmp_path)),
+        "DATABASE_URL": database_url,
+        "STORAGE_URL": f"file://{tmp_path}/invoices",
+        "EMAIL_URL": f"file://{tmp_path}/outbox",
+    }
+    return build_runtime(load_settings(env))
+
+
+def sell(rt: Runtime, event: dict) -> int:  # type: ignore[type-arg]
+    body = json.dumps(event).encode()
+    parsed = parse(body)
+    outcome = record(
+        rt.engine,
+        source="stripe",
+        event_id=parsed["id"],
+        event_type=parsed["type"],
+        raw=body.decode(),
+        result=to_sale(parsed),
+    )
+    assert outcome.sale_id is not None
+    return outcome.sale_id
+
+
+NAMES = [
+    "#set page(fill: red) *gras* _it_ $x^2$ <lbl> @ref \\",
+    "<b>Zoé</b> <script>alert(1)</script>",
+    '=HYPERLINK("http://evil";"x")',
+    "Зоя Дюпон",
+    "Zoë Ñúñez-Øre d'Ålborg",
+    "{{ 7*7 }} {% raw %}",
+]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_buyer_text_reaches_pdf_and_email_as_text(runtime: Runtime, name: str) -> None:
+    """Markup, HTML, formulas and non-Latin scripts come out exactly as the buyer typed them."""
+    sale_id = sell(runtime, checkout_event(1, name=name))
+    Worker(runtime).drain()
+    row = load_invoice(runtime, sale_id)
+    assert row is not None and row.email_status == "sent"
+    pdf = runtime.storage.get(row.pdf_key)
+    assert " ".join(name.split()) in pdf_text(pdf)
+
+    (eml,) = Path(runtime.settings.email_url.removeprefix("file://")).glob("*.eml")
+    msg = message_from_bytes(eml.read_bytes(), policy=policy.default)
+    assert msg["To"].addresses[0].display_name == name
+    html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert str(escape(name)) in html  # escaped once, never evaluated
+    assert "<script>" not in html
+    plain = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert name in plain
+
+
+@pytest.mark.parametrize(
+    ("currency", "amount", "expected"),
+    [("jpy", 15000, "15 000 JPY"), ("eur", 4990, "49,90 €"), ("bhd", 12345, "12,345 BHD")],
+)
+def test_currencies_keep_their_minor_units(
+    runtime: Runtime, currency: str, amount: int, expected: str
+) -> None:
+    """JPY has no decimals, EUR two, BHD three: the PDF shows what was paid."""
+    sale_id = sell(runtime, checkout_event(1, amount=amount, currency=currency))
+    Worker(runtime).drain()
+    row = load_invoice(runtime, sale_id)
+    assert row is not None
+    assert (row.currency, row.total) == (currency.upper(), amount)
+    assert expected in pdf_text(runtime.storage.get(row.pdf_key))
+
+
+def test_steps_are_not_repeated(runtime: Runtime) -> None:
+    """Running a finished sale again changes nothing: same number, same PDF, one email."""
+    sale_id = sell(runtime, checkout_event(1))
+    process_sale(runtime, sale_id)
+    first = load_invoice(runtime, sale_id)
+    process_sale(runtime, sale_id)
+    again = load_invoice(runtime, sale_id)
+    assert first is not None and again is not None
+    assert (again.number, again.pdf_sha256, again.email_count) == (
+        first.number,
+        first.pdf_sha256,
+        1,
+    )
+
+
+def test_regenerated_pdf_is_byte_identical(runtime: Runtime) -> None:
+    """An issued invoice rendered again from the database gives the stored bytes."""
+    from invoicing.pipeline import render_pdf
+
+    sale_id = sell(runtime, checkout_event(1))
+    Worker(runtime).drain()
+    row = load_invoice(runtime, sale_id)
+    assert row is not None
+    assert render_pdf(runtime, row) == runtime.storage.get(row.pdf_key)
