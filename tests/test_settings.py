@@ -1,0 +1,109 @@
+"""Settings: one clear line per mistake, secrets never shown."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from invoicing.errors import SettingsError
+from invoicing.settings import load_settings
+from tests.conftest import CONFIG, ROOT, write_config
+
+
+def env_for(tmp_path: Path, **overrides: object) -> dict[str, str]:
+    return {"INVOICEHOOK_CONFIG": str(write_config(tmp_path, **overrides))}  # type: ignore[arg-type]
+
+
+def test_defaults(tmp_path: Path) -> None:
+    """With only a config file, everything lands in var/ and invoices are French, franchise."""
+    settings = load_settings(env_for(tmp_path))
+    assert settings.database_url == "sqlite:///var/invoicehook.db"
+    assert (settings.storage_url, settings.email_url) == (
+        "file://var/invoices",
+        "file://var/outbox",
+    )
+    assert (settings.invoice.number_pattern, settings.invoice.number_reset) == (
+        "F{year}-{seq:06}",
+        "yearly",
+    )
+    assert (settings.regime, settings.seller.legal_form) == ("franchise", "EI")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "env", "message"),
+    [
+        ({"vat": {"regime": "vat-free"}}, {}, "vat.regime in the config: expected"),
+        (
+            {"invoice": {"language": "de"}},
+            {},
+            'invoice.language in the config: expected "fr" | "en"',
+        ),
+        ({"invoice": {"number_pattern": "F{year}"}}, {}, "expected a pattern with {seq}"),
+        ({"invoice": {"number_pattern": "Facture n° {seq}"}}, {}, "at most 35 letters"),
+        ({"seller": {"siren": "12"}}, {}, "seller.siren in the config: expected 9 digits"),
+        ({}, {"DATABASE_URL": "mysql://x"}, "DATABASE_URL: expected sqlite://…, postgresql://…"),
+        ({}, {"EMAIL_URL": "pigeon://x"}, "EMAIL_URL: expected file://…, smtp://…, smtps://…"),
+        ({}, {"JOB_MAX_ATTEMPTS": "many"}, "JOB_MAX_ATTEMPTS: expected a number"),
+    ],
+)
+def test_wrong_values_name_the_key(
+    tmp_path: Path,
+    overrides: dict,
+    env: dict[str, str],
+    message: str,  # type: ignore[type-arg]
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({**env_for(tmp_path, **overrides), **env})
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_seller_name(tmp_path: Path) -> None:
+    config = {k: dict(v) for k, v in CONFIG.items()}
+    del config["seller"]["name"]
+    with pytest.raises(SettingsError, match=r"seller\.name in the config: required"):
+        load_settings({}, config)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="INVOICEHOOK_CONFIG: no file at .*invoicehook.example"):
+        load_settings({"INVOICEHOOK_CONFIG": str(tmp_path / "nope.toml")})
+
+
+def test_secrets_never_show(tmp_path: Path) -> None:
+    """A repr of the settings (as a crash log would print) has no secret in it."""
+    settings = load_settings(
+        {
+            **env_for(tmp_path),
+            "STRIPE_WEBHOOK_SECRET": "whsec_SUPERSECRET",
+            "STRIPE_API_KEY": "sk_live_SUPERSECRET",
+            "ADMIN_TOKEN": "SUPERSECRET-admin",
+        }
+    )
+    assert "SUPERSECRET" not in repr(settings)
+    assert settings.stripe_webhook_secret is not None
+    assert settings.stripe_webhook_secret.reveal() == "whsec_SUPERSECRET"
+
+
+def test_start_up_stops_with_one_line(tmp_path: Path) -> None:
+    """`invoicehook serve` with a wrong setting exits 2 with one line naming the key."""
+    result = subprocess.run(
+        [sys.executable, "-m", "invoicing.cli", "serve"],
+        env={**env_for(tmp_path), "DATABASE_URL": "mysql://x", "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "invoicehook: setting error: DATABASE_URL: expected sqlite://…, postgresql://…, got 'mysql'"
+    ]
+
+
+def test_example_config_is_valid() -> None:
+    """The commented example that `make demo` uses loads as it is."""
+    settings = load_settings({"INVOICEHOOK_CONFIG": str(ROOT / "invoicehook.example.toml")})
+    assert settings.seller.name and settings.regime == "franchise"
