@@ -1,0 +1,378 @@
+"""Sending the invoice email: the .eml outbox and SMTP against a real local aiosmtpd server."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import shutil
+import socket
+import ssl
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from integrations.mailer import OutboxMailer, SmtpMailer, mailer_from_url
+from invoicing.errors import PermanentError, SettingsError, TransientError
+from invoicing.message import build_invoice_message
+from invoicing.model import Buyer, Invoice, Line, Seller
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+PDF = b"%PDF-1.4 test"
+USER, PASSWORD = "invoices@atelier-martin.fr", "s3cret pass/wörd"
+
+
+def invoice_message(
+    number: str = "F2026-000123", buyer_email: str = "zoe@example.fr"
+) -> EmailMessage:
+    seller = Seller(
+        name="Camille Martin",
+        address=("12 rue des Lilas", "75011 Paris"),
+        country="FR",
+        siren="123456789",
+        email="camille@atelier-martin.fr",
+    )
+    invoice = Invoice(
+        number=number,
+        kind="invoice",
+        issued_at=datetime(2026, 11, 25, 14, 3, tzinfo=UTC),
+        sale_date=date(2026, 11, 25),
+        currency="EUR",
+        buyer=Buyer(name="Zoé Dupont", email=buyer_email),
+        lines=(Line("Cours", 1, 19900, 19900),),
+        subtotal=19900,
+        tax=0,
+        total=19900,
+    )
+    return build_invoice_message(
+        invoice,
+        seller,
+        pdf=PDF,
+        pdf_filename=f"{number}.pdf",
+        link=f"https://invoices.example.com/invoices/{number}.pdf?sig=abc",
+        sender="Camille Martin <invoices@atelier-martin.fr>",
+        subject=None,
+        templates_dir=TEMPLATES,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- settings ---------------------------------------------------------------------------
+
+
+def test_file_urls_give_an_outbox_relative_or_absolute() -> None:
+    """file://var/outbox is relative to the working folder, file:///srv/outbox absolute."""
+    relative = mailer_from_url("file://var/outbox")
+    absolute = mailer_from_url("file:///srv/outbox")
+
+    assert isinstance(relative, OutboxMailer) and Path("var/outbox") == relative.folder
+    assert isinstance(absolute, OutboxMailer) and Path("/srv/outbox") == absolute.folder
+
+
+def test_smtp_urls_decode_credentials_and_default_ports() -> None:
+    """User and password are URL-decoded; ports default to 587 (smtp) and 465 (smtps)."""
+    smtp = mailer_from_url(
+        "smtp://invoices%40atelier-martin.fr:s3cret%20pass%2Fw%C3%B6rd@mail.example.com"
+    )
+    smtps = mailer_from_url("smtps://u:p@mail.example.com")
+    custom = mailer_from_url("smtp://mail.example.com:2525")
+
+    assert isinstance(smtp, SmtpMailer) and isinstance(smtps, SmtpMailer)
+    assert (
+        smtp.username,
+        smtp.password,
+        smtp.port,
+        smtp.implicit_tls,
+    ) == (USER, PASSWORD, 587, False)
+    assert (smtps.port, smtps.implicit_tls) == (465, True)
+    assert isinstance(custom, SmtpMailer) and (custom.port, custom.username) == (2525, None)
+
+
+def test_repr_never_shows_the_password() -> None:
+    """A mailer can be logged: its repr names the server and user only."""
+    mailer = mailer_from_url("smtp://user:hunter2hunter2@mail.example.com:587")
+
+    assert "hunter2" not in repr(mailer)
+    assert "mail.example.com" in repr(mailer) and "user" in repr(mailer)
+
+
+@pytest.mark.parametrize(
+    ("url", "got"),
+    [("gmail://me", "'gmail'"), ("http://x", "'http'"), ("nonsense", "no scheme")],
+)
+def test_other_urls_are_a_settings_error(url: str, got: str) -> None:
+    """EMAIL_URL names the schemes it accepts and the one it got."""
+    with pytest.raises(SettingsError) as caught:
+        mailer_from_url(url)
+
+    assert f"EMAIL_URL: expected file://…, smtp://… or smtps://…, got {got}" == str(caught.value)
+
+
+def test_bad_port_does_not_echo_the_url() -> None:
+    """A typo in the port is reported without the password that sits next to it."""
+    with pytest.raises(SettingsError) as caught:
+        mailer_from_url("smtp://user:hunter2hunter2@mail.example.com:58x")
+
+    assert "hunter2" not in str(caught.value)
+
+
+# -- outbox ----------------------------------------------------------------------------
+
+
+def test_outbox_writes_a_parseable_eml(tmp_path: Path) -> None:
+    """The .eml file parses back into the message, PDF included."""
+    mailer = mailer_from_url(f"file://{tmp_path}/outbox")
+    msg = invoice_message()
+
+    where = Path(mailer.send(msg))
+
+    assert tmp_path / "outbox" == where.parent and where.suffix == ".eml"
+    assert where.name.startswith("F2026-000123.")
+    parsed = email.message_from_bytes(where.read_bytes(), policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    assert parsed["Subject"] == "Facture F2026-000123"
+    assert [part.get_content() for part in parsed.iter_attachments()] == [PDF]
+
+
+def test_outbox_resend_overwrites_the_same_file(tmp_path: Path) -> None:
+    """Sending one invoice twice leaves one file; no temporary files remain."""
+    mailer = OutboxMailer(tmp_path)
+
+    first = mailer.send(invoice_message())
+    second = mailer.send(invoice_message())
+    other = mailer.send(invoice_message("F2026-000124"))
+
+    assert first == second != other
+    assert sorted([Path(first).name, Path(other).name]) == sorted(
+        p.name for p in tmp_path.iterdir()
+    )
+
+
+def test_outbox_names_numbers_with_slashes_safely(tmp_path: Path) -> None:
+    """A number like 2026/11-001 becomes a file name, not a folder."""
+    where = Path(OutboxMailer(tmp_path).send(invoice_message("2026/11-001")))
+
+    assert tmp_path == where.parent and where.name.startswith("2026_11-001.")
+
+
+def test_outbox_that_cannot_be_written_is_transient(tmp_path: Path) -> None:
+    """A folder that cannot be made (a file is in the way) is reported, with the folder."""
+    (tmp_path / "blocked").write_text("")
+
+    with pytest.raises(TransientError, match="outbox"):
+        OutboxMailer(tmp_path / "blocked" / "outbox").send(invoice_message())
+
+
+# -- SMTP against aiosmtpd ---------------------------------------------------------------
+
+
+@dataclass
+class Recorder:
+    """An aiosmtpd handler that keeps what it receives, or answers with a canned reply."""
+
+    rcpt_reply: str | None = None
+    data_reply: str | None = None
+    received: list[dict[str, Any]] = field(default_factory=list)
+
+    async def handle_RCPT(  # noqa: N802 (aiosmtpd's hook names)
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
+    ) -> str:
+        if self.rcpt_reply:
+            return self.rcpt_reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        if self.data_reply:
+            return self.data_reply
+        self.received.append(
+            {
+                "mail_from": envelope.mail_from,
+                "rcpt_tos": list(envelope.rcpt_tos),
+                "data": envelope.content,
+                "login": getattr(session.auth_data, "login", None),
+                "tls": server.transport.get_extra_info("ssl_object") is not None,
+            }
+        )
+        return "250 Message accepted"
+
+
+def authenticator(
+    server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+) -> AuthResult:
+    ok = (
+        isinstance(auth_data, LoginPassword)
+        and auth_data.login.decode() == USER
+        and auth_data.password.decode() == PASSWORD
+    )
+    return AuthResult(success=ok, handled=False, auth_data=auth_data)
+
+
+@contextmanager
+def smtp_server(handler: Recorder, **smtp_options: Any) -> Iterator[int]:
+    """A real SMTP server on 127.0.0.1 for the duration of the block; yields its port."""
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, **smtp_options)
+    controller.start()
+    try:
+        yield port
+    finally:
+        controller.stop()
+
+
+def with_auth(handler: Recorder) -> Any:
+    return smtp_server(handler, authenticator=authenticator, auth_require_tls=False)
+
+
+def test_smtp_delivers_with_auth() -> None:
+    """The server receives the whole message from the sender, for the buyer, after AUTH."""
+    handler = Recorder()
+    msg = invoice_message()
+    with with_auth(handler) as port:
+        url = f"smtp://invoices%40atelier-martin.fr:s3cret%20pass%2Fw%C3%B6rd@127.0.0.1:{port}"
+        where = mailer_from_url(url).send(msg)
+
+    assert f"smtp:127.0.0.1:{port}" == where
+    [got] = handler.received
+    assert (got["mail_from"], got["rcpt_tos"]) == ("invoices@atelier-martin.fr", ["zoe@example.fr"])
+    assert USER.encode() == got["login"]
+    received = email.message_from_bytes(got["data"], policy=email.policy.default)
+    assert isinstance(received, EmailMessage)
+    assert msg["Message-ID"] == received["Message-ID"]
+    assert received["To"].addresses[0].display_name == "Zoé Dupont"
+    assert [part.get_content() for part in received.iter_attachments()] == [PDF]
+
+
+@pytest.mark.parametrize("wrong", ["wrong-password-123", "wrong-pässword-123"])
+def test_smtp_wrong_password_is_permanent_and_secret(wrong: str) -> None:
+    """535 from AUTH needs a person; the message says so without the password."""
+    with with_auth(Recorder()) as port:
+        mailer = SmtpMailer("127.0.0.1", port, USER, wrong, timeout=5)
+        with pytest.raises(PermanentError) as caught:
+            mailer.send(invoice_message())
+
+    assert "authentication failed" in str(caught.value) and "535" in str(caught.value)
+    assert wrong not in str(caught.value)
+
+
+def test_smtp_451_is_transient() -> None:
+    """A "try later" reply to the message is retried later."""
+    with (
+        with_auth(Recorder(data_reply="451 try later")) as port,
+        pytest.raises(TransientError, match="451 try later"),
+    ):
+        SmtpMailer("127.0.0.1", port, USER, PASSWORD, timeout=5).send(invoice_message())
+
+
+def test_smtp_550_recipient_is_permanent() -> None:
+    """An unknown recipient will stay unknown: the error names the address and reply."""
+    with (
+        with_auth(Recorder(rcpt_reply="550 no such user")) as port,
+        pytest.raises(PermanentError) as caught,
+    ):
+        SmtpMailer("127.0.0.1", port, USER, PASSWORD, timeout=5).send(invoice_message())
+
+    assert "zoe@example.fr: 550 no such user" in str(caught.value)
+
+
+def test_smtp_closed_port_is_transient() -> None:
+    """Nobody listening (a server restarting) is worth another try."""
+    with pytest.raises(TransientError, match="connect"):
+        SmtpMailer("127.0.0.1", free_port(), timeout=5).send(invoice_message())
+
+
+def test_smtp_silent_server_times_out_as_transient() -> None:
+    """A server that accepts the connection but never greets is a timeout, not a hang."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        with pytest.raises(TransientError, match="timed out"):
+            SmtpMailer("127.0.0.1", port, timeout=0.5).send(invoice_message())
+
+
+def test_password_is_never_sent_in_clear_to_a_remote_server() -> None:
+    """Without STARTTLS, credentials go only to a server on this machine."""
+
+    class PlainConnection:
+        sock = None  # a plain socket, as after EHLO without STARTTLS
+
+        def login(self, user: str, password: str) -> None:
+            raise AssertionError("the password was sent")
+
+    mailer = SmtpMailer("mail.example.com", 587, USER, PASSWORD)
+
+    with pytest.raises(PermanentError, match="STARTTLS"):
+        mailer._login(PlainConnection())  # type: ignore[arg-type]
+
+
+# -- SMTP with TLS, against a self-signed certificate --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def server_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    return context
+
+
+def test_smtp_upgrades_with_starttls(certificate: tuple[Path, Path]) -> None:
+    """When the server offers STARTTLS, AUTH and the message go over TLS."""
+    handler = Recorder()
+    options = {"tls_context": server_context(certificate), "require_starttls": True}
+    with smtp_server(handler, authenticator=authenticator, **options) as port:
+        client = ssl.create_default_context(cafile=str(certificate[0]))
+        SmtpMailer("127.0.0.1", port, USER, PASSWORD, timeout=5, ssl_context=client).send(
+            invoice_message()
+        )
+
+    assert [(True, USER.encode())] == [(r["tls"], r["login"]) for r in handler.received]
+
+
+def test_smtps_uses_implicit_tls(certificate: tuple[Path, Path]) -> None:
+    """smtps:// speaks TLS from the first byte."""
+    handler = Recorder()
+    with smtp_server(handler, ssl_context=server_context(certificate)) as port:
+        client = ssl.create_default_context(cafile=str(certificate[0]))
+        mailer = SmtpMailer("127.0.0.1", port, implicit_tls=True, timeout=5, ssl_context=client)
+        where = mailer.send(invoice_message())
+
+    assert f"smtps:127.0.0.1:{port}" == where
+    assert [r["tls"] for r in handler.received] == [True]
+
+
+def test_untrusted_certificate_is_permanent(certificate: tuple[Path, Path]) -> None:
+    """A certificate that does not verify needs a person, not retries."""
+    with (
+        smtp_server(Recorder(), ssl_context=server_context(certificate)) as port,
+        pytest.raises(PermanentError, match="certificate"),
+    ):
+        SmtpMailer("127.0.0.1", port, implicit_tls=True, timeout=5).send(invoice_message())

@@ -1,0 +1,278 @@
+"""The invoice email: its MIME tree, headers, wording and the escaping of buyer text."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from dataclasses import replace
+from datetime import UTC, date, datetime
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from invoicing import message as message_module
+from invoicing.errors import PermanentError, SettingsError
+from invoicing.message import build_invoice_message, compile_mjml, message_id
+from invoicing.model import Buyer, Invoice, Line, Seller
+from invoicing.money import format_money
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+PDF = b"%PDF-1.4 test"
+LINK = "https://invoices.example.com/invoices/F2026-000123.pdf?sig=0123456789abcdef"
+SENDER = "Camille Martin <factures@atelier-martin.fr>"
+
+SELLER = Seller(
+    name="Camille Martin",
+    address=("12 rue des Lilas", "75011 Paris"),
+    country="FR",
+    siren="123456789",
+    email="camille@atelier-martin.fr",
+)
+
+
+def make_invoice(
+    name: str = "Zoé Dupont", email_address: str = "zoe@example.fr", **changes: object
+) -> Invoice:
+    invoice = Invoice(
+        number="F2026-000123",
+        kind="invoice",
+        issued_at=datetime(2026, 11, 25, 14, 3, 7, tzinfo=UTC),
+        sale_date=date(2026, 11, 25),
+        currency="EUR",
+        buyer=Buyer(name=name, email=email_address),
+        lines=(Line("Cours de céramique", 1, 19900, 19900),),
+        subtotal=19900,
+        tax=0,
+        total=19900,
+        language="fr",
+    )
+    return replace(invoice, **changes)  # type: ignore[arg-type]
+
+
+def build(invoice: Invoice | None = None, **overrides: object) -> EmailMessage:
+    kwargs: dict[str, object] = {
+        "pdf": PDF,
+        "pdf_filename": "2026/11/F2026-000123_dupont-zoe.pdf",
+        "link": LINK,
+        "sender": SENDER,
+        "subject": None,
+        "templates_dir": TEMPLATES,
+    }
+    kwargs.update(overrides)
+    return build_invoice_message(invoice or make_invoice(), SELLER, **kwargs)  # type: ignore[arg-type]
+
+
+def parsed(msg: EmailMessage) -> EmailMessage:
+    """The message as a receiver sees it: serialised, then parsed back."""
+    result = email.message_from_bytes(msg.as_bytes(), policy=email.policy.default)
+    assert isinstance(result, EmailMessage)
+    return result
+
+
+def bodies(msg: EmailMessage) -> tuple[str, str]:
+    plain = msg.get_body(("plain",))
+    html = msg.get_body(("html",))
+    assert plain is not None and html is not None
+    return plain.get_content(), html.get_content()
+
+
+def test_mime_tree_is_mixed_of_alternative_and_pdf() -> None:
+    """multipart/mixed holds multipart/alternative (plain, then HTML) and the PDF."""
+    msg = parsed(build())
+
+    assert msg.get_content_type() == "multipart/mixed"
+    parts = list(msg.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["multipart/alternative", "application/pdf"]
+    assert [p.get_content_type() for p in parts[0].iter_parts()] == ["text/plain", "text/html"]
+    assert parts[1].get_content_disposition() == "attachment"
+    assert parts[1].get_filename() == "F2026-000123_dupont-zoe.pdf"
+    assert parts[1].get_content() == PDF
+    assert [a.get_filename() for a in msg.iter_attachments()] == ["F2026-000123_dupont-zoe.pdf"]
+
+
+def test_only_the_top_level_has_a_mime_version() -> None:
+    """Sub-parts carry no MIME-Version header of their own."""
+    msg = parsed(build())
+
+    assert msg["MIME-Version"] == "1.0"
+    assert [p for p in msg.walk() if p is not msg and p["MIME-Version"]] == []
+
+
+def test_text_part_has_number_amount_and_link() -> None:
+    """The plain-text part says which invoice, how much, and where to download it."""
+    plain, _ = bodies(parsed(build()))
+
+    assert "F2026-000123" in plain
+    assert format_money(19900, "EUR", "fr") in plain
+    assert LINK in plain
+    assert plain.startswith("Bonjour Zoé Dupont,")
+
+
+def test_html_part_has_link_number_amount_and_seller() -> None:
+    """The HTML part links to the PDF and names the invoice, the amount and the seller."""
+    _, html = bodies(parsed(build()))
+
+    assert f'href="{LINK}"' in html
+    assert "F2026-000123" in html
+    assert format_money(19900, "EUR", "fr") in html
+    assert "camille@atelier-martin.fr" in html
+    assert 'lang="fr"' in html
+    assert "fonts.googleapis.com" not in html  # the email makes no outside request
+
+
+def test_buyer_text_is_escaped_in_html_and_literal_in_text() -> None:
+    """A buyer named like markup or a template is shown as written, never interpreted."""
+    name = "<script>alert(1)</script> {{7*7}} {% if 1 %}x{% endif %}"
+    msg = parsed(build(make_invoice(name=name)))
+    plain, html = bodies(msg)
+
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<script" not in html
+    assert "{{7*7}}" in html and "{% if 1 %}x{% endif %}" in html
+    assert name in plain
+    assert name == msg["To"].addresses[0].display_name
+
+
+def test_link_is_escaped_in_html_attributes() -> None:
+    """A link with a query string keeps its meaning inside href="…"."""
+    link = 'https://x.example/inv.pdf?sig=a&b="c"'
+    _, html = bodies(parsed(build(link=link)))
+
+    assert 'href="https://x.example/inv.pdf?sig=a&amp;b=&#34;c&#34;"' in html
+
+
+def test_non_ascii_buyer_name_is_encoded_in_to() -> None:
+    """A name with accents and CJK survives the round trip; the raw header stays ASCII."""
+    name = "Zoé Dupont-Lefèvre 山田"
+    built = build(make_invoice(name=name, email_address="zoe@exämple.fr"))
+    raw = built.as_bytes()
+    msg = parsed(built)
+
+    to = msg["To"].addresses[0]
+    assert (name, "zoe@xn--exmple-cua.fr") == (to.display_name, to.addr_spec)
+    head = raw.split(b"\n\n", 1)[0]
+    assert head.decode("ascii")  # every header is 7-bit
+
+
+def test_headers_from_date_subject_and_reply_to() -> None:
+    """From is the sender, Date the issue time, replies go to the seller."""
+    msg = parsed(build())
+
+    assert str(msg["From"]) == SENDER
+    assert msg["Subject"] == "Facture F2026-000123"
+    assert datetime(2026, 11, 25, 14, 3, 7, tzinfo=UTC) == msg["Date"].datetime
+    assert msg["Reply-To"].addresses[0].addr_spec == "camille@atelier-martin.fr"
+    assert msg["Auto-Submitted"] == "auto-generated"
+
+
+def test_english_wording_and_default_subject() -> None:
+    """An English invoice gets the English texts, subject and money format."""
+    msg = parsed(build(make_invoice(language="en")))
+    plain, html = bodies(msg)
+
+    assert msg["Subject"] == "Invoice F2026-000123"
+    assert plain.startswith("Hello Zoé Dupont,")
+    assert "€199.00" in plain and "€199.00" in html
+    assert "Download the invoice" in html
+
+
+def test_unknown_language_falls_back_to_english() -> None:
+    """A language without texts is written in English rather than failing."""
+    assert parsed(build(make_invoice(language="de")))["Subject"] == "Invoice F2026-000123"
+
+
+def test_credit_note_wording() -> None:
+    """A credit note is called a credit note ("avoir")."""
+    msg = parsed(build(make_invoice(kind="credit_note", number="AV2026-000004")))
+
+    assert msg["Subject"] == "Avoir AV2026-000004"
+    assert "Voici votre avoir" in bodies(msg)[0]
+
+
+def test_subject_template_gets_number_seller_and_amount() -> None:
+    """The subject setting is a Jinja2 string over number, seller and amount."""
+    msg = parsed(build(subject="{{ seller }} – invoice {{ number }} ({{ amount }})"))
+
+    assert msg["Subject"] == "Camille Martin – invoice F2026-000123 (199,00\xa0€)"
+
+
+def test_subject_is_plain_text_and_one_line() -> None:
+    """The subject is not HTML-escaped and cannot smuggle extra headers."""
+    seller = replace(SELLER, name="A & B\r\nBcc: victim@example.com")
+    msg = build_invoice_message(
+        make_invoice(),
+        seller,
+        pdf=PDF,
+        pdf_filename="f.pdf",
+        link=LINK,
+        sender=SENDER,
+        subject="{{ seller }} {{ number }}",
+        templates_dir=TEMPLATES,
+    )
+
+    assert parsed(msg)["Subject"] == "A & B Bcc: victim@example.com F2026-000123"
+    assert None is parsed(msg)["Bcc"]
+
+
+def test_bad_subject_template_is_a_settings_error() -> None:
+    """A broken or unknown-variable subject names the setting."""
+    with pytest.raises(SettingsError, match="email.subject"):
+        build(subject="{{ number ")
+    with pytest.raises(SettingsError, match="email.subject"):
+        build(subject="{{ buyer }}")
+
+
+def test_message_id_is_deterministic_per_invoice_and_sender() -> None:
+    """A resend carries the same Message-ID; another invoice or sender gets another one."""
+    first = parsed(build())["Message-ID"]
+
+    assert first == parsed(build())["Message-ID"]
+    assert first.endswith("@atelier-martin.fr>") and first.startswith("<F2026-000123.")
+    assert first != parsed(build(make_invoice(number="F2026-000124")))["Message-ID"]
+    assert first != message_id("F2026-000123", "other@atelier-martin.fr")
+
+
+def test_invalid_buyer_email_is_permanent() -> None:
+    """No one can receive a message without an address: a person must fix the sale."""
+    with pytest.raises(PermanentError, match="buyer email"):
+        build(make_invoice(email_address="not-an-address"))
+
+
+def test_pdf_filename_keeps_only_the_base_name() -> None:
+    """The storage path's folders do not leak into the attachment name."""
+    msg = parsed(build(pdf_filename="2026/11/Facture F2026-000123 Zoé.pdf"))
+
+    assert [a.get_filename() for a in msg.iter_attachments()] == ["Facture F2026-000123 Zoé.pdf"]
+
+
+def test_mjml_is_compiled_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many messages cost one MJML compilation."""
+    calls = []
+    real = message_module.mrml.to_html
+
+    def counting(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    message_module._environment.cache_clear()
+    monkeypatch.setattr(message_module.mrml, "to_html", counting)
+    for number in ("F2026-000001", "F2026-000002", "F2026-000003"):
+        build(make_invoice(number=number))
+
+    assert len(calls) == 1
+
+
+def test_mjml_that_drops_an_expression_is_refused() -> None:
+    """A placeholder mrml would silently drop is a template error, not a blank in the email."""
+    source = '<mjml><mj-body><mj-section><mj-column foo="{{ lost }}"><mj-text>{{ kept }}'
+    source += "</mj-text></mj-column></mj-section></mj-body></mjml>"
+
+    with pytest.raises(SettingsError, match="lost"):
+        compile_mjml(source)
+
+
+def test_invalid_mjml_is_a_settings_error() -> None:
+    """A broken template names itself."""
+    with pytest.raises(SettingsError, match="not valid MJML"):
+        compile_mjml("<mjml><mj-body>", "email.mjml")
