@@ -1,0 +1,249 @@
+"""Where a sale's data comes from: line items from Stripe's API, subscriptions, bare intents."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from sqlalchemy import select
+
+from invoicing.errors import TransientError
+from invoicing.pipeline import load_invoice, process_sale
+from invoicing.runtime import Runtime, build_runtime
+from invoicing.settings import load_settings
+from invoicing.store import sales
+from invoicing.worker import Worker
+from tests.conftest import checkout_event, write_config
+from tests.test_end_to_end import pdf_text
+from tests.test_pipeline import sell
+
+
+class FakeStripe(BaseHTTPRequestHandler):
+    """Stripe's list endpoints as the SDK calls them, two pages of line items."""
+
+    requests: list[str] = []
+    fail_next = 0
+
+    def do_GET(self) -> None:  # noqa: N802
+        FakeStripe.requests.append(self.path)
+        if FakeStripe.fail_next:
+            FakeStripe.fail_next -= 1
+            return self._send(500, {"error": {"message": "boom", "type": "api_error"}})
+        if self.headers.get("Authorization") != "Bearer sk_test_local":
+            return self._send(
+                401, {"error": {"message": "bad key", "type": "invalid_request_error"}}
+            )
+        url = urlsplit(self.path)
+        query = parse_qs(url.query)
+        if url.path == "/v1/checkout/sessions/cs_test_1/line_items":
+            items = [self._item(n) for n in range(1, 4)]
+            after = query.get("starting_after", [None])[0]
+            page = items[:2] if after is None else items[2:]
+            return self._send(
+                200,
+                {
+                    "object": "list",
+                    "data": page,
+                    "has_more": after is None,
+                    "url": "/v1/checkout/sessions/cs_test_1/line_items",
+                },
+            )
+        if url.path == "/v1/checkout/sessions":
+            owned = query.get("payment_intent") == ["pi_owned"]
+            data = [{"id": "cs_owner", "object": "checkout.session"}] if owned else []
+            return self._send(
+                200, {"object": "list", "data": data, "has_more": False, "url": url.path}
+            )
+        self._send(404, {"error": {"message": "no such thing", "type": "invalid_request_error"}})
+
+    @staticmethod
+    def _item(n: int) -> dict[str, Any]:
+        return {
+            "id": f"li_{n}",
+            "object": "item",
+            "description": f"Module {n}",
+            "quantity": n,
+            "amount_subtotal": 1000 * n * n,
+            "amount_discount": 0,
+            "amount_tax": 0,
+            "amount_total": 1000 * n * n,
+            "currency": "eur",
+            "price": {"id": f"price_{n}", "object": "price", "unit_amount": 1000 * n},
+        }
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def stripe_api() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeStripe)
+    FakeStripe.requests = []
+    FakeStripe.fail_next = 0
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, stripe_api: str) -> Runtime:
+    env = {
+        "INVOICEHOOK_CONFIG": str(write_config(tmp_path)),
+        "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite",
+        "STORAGE_URL": f"file://{tmp_path}/invoices",
+        "EMAIL_URL": f"file://{tmp_path}/outbox",
+        "STRIPE_API_KEY": "sk_test_local",
+        "STRIPE_API_BASE": stripe_api,
+        "RETRY_BASE_SECONDS": "0",
+    }
+    return build_runtime(load_settings(env))
+
+
+def test_line_items_fetched_across_pages(runtime: Runtime) -> None:
+    """A session without line_items: every page is fetched and each product gets a line."""
+    sale_id = sell(runtime, checkout_event(1, amount=14000, line_items=False))
+    process_sale(runtime, sale_id)
+    row = load_invoice(runtime, sale_id)
+    assert row is not None
+    assert [(line["description"], line["quantity"]) for line in row.lines] == [
+        ("Module 1", 1),
+        ("Module 2", 2),
+        ("Module 3", 3),
+    ]
+    text = pdf_text(runtime.storage.get(row.pdf_key))
+    assert "Module 3" in text and "140,00 €" in text
+    assert len(FakeStripe.requests) == 2
+
+
+def test_stripe_api_down_is_retried_before_numbering(runtime: Runtime) -> None:
+    """A 500 from Stripe is a transient error and no number is taken until lines arrive."""
+    FakeStripe.fail_next = 1
+    sale_id = sell(runtime, checkout_event(1, amount=14000, line_items=False))
+    with pytest.raises(TransientError):
+        process_sale(runtime, sale_id)
+    assert load_invoice(runtime, sale_id) is None
+    process_sale(runtime, sale_id)
+    row = load_invoice(runtime, sale_id)
+    assert row is not None and row.number.endswith("000001")
+
+
+def payment_intent_event(pi: str, amount: int = 5000) -> dict[str, Any]:
+    return {
+        "id": f"evt_{pi}",
+        "type": "payment_intent.succeeded",
+        "created": 1795500000,
+        "data": {
+            "object": {
+                "id": pi,
+                "object": "payment_intent",
+                "amount": amount,
+                "amount_received": amount,
+                "currency": "eur",
+                "receipt_email": "bob@example.org",
+                "description": "Coaching",
+            }
+        },
+    }
+
+
+def status_of(rt: Runtime, sale_id: int) -> str:
+    with rt.engine.connect() as conn:
+        return str(conn.execute(select(sales.c.status).where(sales.c.id == sale_id)).scalar())
+
+
+def test_intent_of_a_known_session_is_not_invoiced(runtime: Runtime) -> None:
+    """payment_intent.succeeded after its Checkout Session's event: a duplicate."""
+    sell(runtime, checkout_event(1))
+    pi_sale = sell(runtime, payment_intent_event("pi_test_1"))
+    Worker(runtime).drain()
+    assert status_of(runtime, pi_sale) == "duplicate"
+    assert load_invoice(runtime, pi_sale) is None
+
+
+def test_intent_arriving_before_its_session_is_not_invoiced(runtime: Runtime) -> None:
+    """Events come in any order: the intent waits, the session claims it."""
+    pi_sale = sell(runtime, payment_intent_event("pi_test_1"))
+    session_sale = sell(runtime, checkout_event(1))
+    Worker(runtime).drain()
+    assert (status_of(runtime, pi_sale), status_of(runtime, session_sale)) == (
+        "duplicate",
+        "invoiced",
+    )
+
+
+def test_intent_owned_by_a_session_we_never_got(runtime: Runtime) -> None:
+    """Stripe's API says a session owns the intent: its own event will bring the sale."""
+    pi_sale = sell(runtime, payment_intent_event("pi_owned"))
+    process_sale(runtime, pi_sale)
+    assert status_of(runtime, pi_sale) == "duplicate"
+
+
+def test_bare_intent_is_invoiced(runtime: Runtime) -> None:
+    """A payment made outside Checkout is invoiced from the intent itself."""
+    pi_sale = sell(runtime, payment_intent_event("pi_alone", 5000))
+    process_sale(runtime, pi_sale)
+    row = load_invoice(runtime, pi_sale)
+    assert row is not None and row.total == 5000
+    assert "Coaching" in pdf_text(runtime.storage.get(row.pdf_key))
+
+
+def test_subscription_invoice_paid(runtime: Runtime) -> None:
+    """invoice.paid gives a sale with the subscription's lines and its period."""
+    event = {
+        "id": "evt_inv",
+        "type": "invoice.paid",
+        "created": 1795500000,
+        "data": {
+            "object": {
+                "id": "in_1",
+                "object": "invoice",
+                "amount_paid": 2900,
+                "total": 2900,
+                "currency": "eur",
+                "customer_name": "Ana Lima",
+                "customer_email": "ana@example.org",
+                "customer_address": {"line1": "Rua 1", "city": "Lisboa", "country": "PT"},
+                "status_transitions": {"paid_at": 1795500000},
+                "lines": {
+                    "data": [
+                        {
+                            "description": "1 × Club mensuel",
+                            "quantity": 1,
+                            "amount": 2900,
+                            "period": {"start": 1795500000, "end": 1798092000},
+                        }
+                    ]
+                },
+            }
+        },
+    }
+    sale_id = sell(runtime, event)
+    process_sale(runtime, sale_id)
+    row = load_invoice(runtime, sale_id)
+    assert row is not None
+    text = pdf_text(runtime.storage.get(row.pdf_key))
+    assert "Club mensuel" in text and "Ana Lima" in text and "29,00 €" in text
+
+
+def test_subscription_checkout_session_is_left_to_invoice_paid(runtime: Runtime) -> None:
+    """A subscription's Checkout Session is not invoiced: its invoice.paid is."""
+    event = checkout_event(2)
+    event["data"]["object"]["mode"] = "subscription"
+    from integrations.stripe_events import to_sale
+
+    assert "invoice.paid" in to_sale(event).reason  # type: ignore[union-attr]
