@@ -86,6 +86,13 @@ class OutboxMailer:
             raise TransientError(f"outbox {self.folder}: cannot write {path.name}: {exc}") from exc
         return str(path)
 
+    def check(self) -> str:
+        """For `invoicehook check`: the folder exists or can be made, and is writable."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(self.folder, os.W_OK):
+            raise PermanentError(f"outbox {self.folder} is not writable")
+        return f"writes .eml files to {self.folder.resolve()} (nothing is sent)"
+
     def __repr__(self) -> str:
         return f"OutboxMailer({str(self.folder)!r})"
 
@@ -158,6 +165,21 @@ class SmtpMailer:
             who = ", ".join(f"{rcpt} ({code})" for rcpt, (code, _) in refused.items())
             return f"{self.where} (refused: {who})"
         return self.where
+
+    def check(self) -> str:
+        """For `invoicehook check`: connect, log in and leave, sending nothing."""
+        with self._classified("connect"):
+            smtp = self._connect()
+        try:
+            with self._classified("login"):
+                self._login(smtp)
+        finally:
+            try:
+                smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                smtp.close()
+        login = f" as {self.username}" if self.username else ""
+        return f"{self.where} reachable{login}"
 
     def _connect(self) -> smtplib.SMTP:
         context = self.ssl_context or ssl.create_default_context()

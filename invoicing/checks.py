@@ -29,7 +29,7 @@ def _storage(settings: Settings) -> str:
     storage.put(".invoicehook-check", b"ok")
     if storage.get(".invoicehook-check") != b"ok":
         raise RuntimeError("what was written could not be read back")
-    return f"writable ({storage.describe('')})"
+    return f"writable ({storage.describe('.invoicehook-check').rsplit('/', 1)[0]})"
 
 
 def _email(settings: Settings) -> str:

@@ -113,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=os.environ.get("LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # "Running upgrade …" is noise
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

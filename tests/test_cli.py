@@ -1,0 +1,103 @@
+"""The invoicehook command as a seller runs it: check, resend, and a clean stop."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import ROOT, Inbox, Service, checkout_event, free_port, post_event
+from tests.test_end_to_end import db_rows, wait_until
+
+
+def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "invoicing.cli", *args],
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_check_gives_one_verdict_per_system(
+    service_env: dict[str, str], smtp: tuple[Inbox, str], tmp_path: Path
+) -> None:
+    """With a reachable mail server every line is OK; with a dead one, email says FAIL."""
+    _, smtp_url = smtp
+    good = run(["check"], {**service_env, "EMAIL_URL": smtp_url}, tmp_path)
+    assert good.returncode == 0, good.stdout + good.stderr
+    verdicts = {line.split()[0]: line.split()[1] for line in good.stdout.splitlines()}
+    assert verdicts == {
+        "settings": "OK",
+        "database": "OK",
+        "storage": "OK",
+        "email": "OK",
+        "documents": "OK",
+        "stripe": "OK",
+    }
+    bad = run(["check"], {**service_env, "EMAIL_URL": f"smtp://127.0.0.1:{free_port()}"}, tmp_path)
+    assert bad.returncode == 1
+    (email_line,) = [line for line in bad.stdout.splitlines() if line.startswith("email")]
+    assert "FAIL" in email_line and "connect failed" in email_line
+
+
+def test_resend_sends_the_same_invoice_again(
+    service_env: dict[str, str], smtp: tuple[Inbox, str], services: list[Service], tmp_path: Path
+) -> None:
+    """`invoicehook resend NUMBER` emails the stored PDF again; the invoice is unchanged."""
+    from invoicing.store import invoices
+
+    inbox, smtp_url = smtp
+    env = {**service_env, "EMAIL_URL": smtp_url}
+    service = Service(env, tmp_path).start()
+    services.append(service)
+    with service.client() as client:
+        post_event(client, checkout_event(1))
+    (first,) = inbox.wait_for(1)
+    service.stop()
+    (row,) = db_rows(env["DATABASE_URL"], invoices)
+    result = run(["resend", row.number], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(inbox.wait_for(2)) == 2
+    second = inbox.messages[1]
+    assert (second["Message-ID"], second["Subject"]) == (first["Message-ID"], first["Subject"])
+    (after,) = db_rows(env["DATABASE_URL"], invoices)
+    assert (after.number, after.pdf_sha256, after.email_count) == (row.number, row.pdf_sha256, 2)
+    missing = run(["resend", "F1999-000001"], env, tmp_path)
+    assert (missing.returncode, missing.stderr.strip()) == (
+        1,
+        "invoicehook resend: no invoice numbered F1999-000001",
+    )
+
+
+def test_sigterm_finishes_the_job_in_hand(
+    service_env: dict[str, str], smtp: tuple[Inbox, str], services: list[Service], tmp_path: Path
+) -> None:
+    """SIGTERM while an email is being sent: the email completes and is recorded, then exit."""
+    from invoicing.store import invoices, jobs
+
+    inbox, smtp_url = smtp
+    inbox.hold.clear()
+    env = {**service_env, "EMAIL_URL": smtp_url}
+    service = Service(env, tmp_path).start()
+    services.append(service)
+    with service.client() as client:
+        post_event(client, checkout_event(1))
+    url = env["DATABASE_URL"]
+    wait_until(lambda: any(r.stored_at for r in db_rows(url, invoices)), what="PDF stored")
+    time.sleep(0.3)  # the worker is now inside the SMTP conversation
+    assert service.proc is not None
+    service.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert service.proc.poll() is None  # still finishing the job in hand
+    inbox.hold.set()
+    # uvicorn re-raises the signal once its graceful shutdown is over.
+    assert service.proc.wait(30) in (0, -signal.SIGTERM)
+    assert len(inbox.messages) == 1
+    (row,) = db_rows(url, invoices)
+    assert row.email_status == "sent"
+    assert [j.state for j in db_rows(url, jobs)] == ["done"]
