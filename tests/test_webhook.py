@@ -165,3 +165,18 @@ def test_healthz_reports_queue(client: TestClient) -> None:
     post_event(client, checkout_event(1))  # type: ignore[arg-type]
     body = client.get("/healthz").json()
     assert (body["database"], body["queue"]) == ("ok", {"pending": 1})
+
+
+def test_healthz_is_503_when_the_database_is_gone(client: TestClient) -> None:
+    """Fly's health check must see a machine that cannot reach its database."""
+    from invoicing.store import make_engine
+
+    rt = client.app.state.runtime  # type: ignore[attr-defined]
+    healthy_engine = rt.engine
+    rt.engine = make_engine("postgresql://postgres@127.0.0.1:1/gone", pool_size=1)
+    try:
+        response = client.get("/healthz")
+    finally:
+        rt.engine = healthy_engine
+    assert response.status_code == 503
+    assert response.json()["database"].startswith("unreachable")
