@@ -19,7 +19,6 @@ from invoicing.store import make_engine, migrate
 
 if TYPE_CHECKING:
     from integrations.mailer import Mailer
-
     from integrations.stripe_api import StripeApi
     from invoicing.document import InvoiceRenderer
 
