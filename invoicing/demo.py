@@ -141,9 +141,12 @@ def run_demo() -> int:
     print(f"Invoice {row.number} for {row.buyer['name']} <{row.buyer['email']}>")
     print(f"  PDF:      {rt.storage.describe(row.pdf_key)}")
     print(f"  email:    {outbox}")
-    database = settings.database_url.removeprefix("sqlite:///")
+    database = Path(settings.database_url.removeprefix("sqlite:///")).resolve()
     print(f"  database: {database} (table invoices, id {row.id})")
-    print(f"  link:     {rt.links.url(row.number)}  (works while `invoicehook serve` runs)")
+    print()
+    print("Open the PDF, and the .eml in any mail program. The download link in the email")
+    print("pointed at the demo's own service, which has stopped; in production it uses")
+    print("PUBLIC_URL. Next: copy invoicehook.example.toml to invoicehook.toml (see README).")
     return 0
 
 
