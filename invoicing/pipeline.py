@@ -8,6 +8,7 @@ restart resumes at the first unfinished step and never repeats a finished one.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import date
 from typing import Any
@@ -24,8 +25,12 @@ from invoicing.store import as_utc, invoices, sales, utcnow
 FALLBACK_LINE = {"fr": "Achat en ligne", "en": "Online purchase"}
 
 
-def process_sale(rt: Runtime, sale_id: int) -> str:
-    """Run every unfinished step for one sale; returns what became of it."""
+def process_sale(rt: Runtime, sale_id: int, checkpoint: Callable[[], None] = lambda: None) -> str:
+    """Run every unfinished step for one sale; returns what became of it.
+
+    ``checkpoint`` runs before each step; the worker uses it to renew its lease and to
+    stop if another worker has taken the job over, so two never email the same invoice.
+    """
     with rt.engine.connect() as conn:
         sale = conn.execute(select(sales).where(sales.c.id == sale_id)).first()
     if sale is None:
@@ -34,14 +39,17 @@ def process_sale(rt: Runtime, sale_id: int) -> str:
         return f"sale {sale_id} is a duplicate of sale {sale.duplicate_of}; nothing to do"
     row = load_invoice(rt, sale_id)
     if row is None:
+        checkpoint()
         if _owned_elsewhere(rt, sale):
             return f"payment {sale.payment_key} belongs to another sale; not invoiced"
         row = issue(rt, sale, _lines(rt, sale))
     if row.stored_at is None:
+        checkpoint()
         store_pdf(rt, row)
         row = load_invoice(rt, sale_id)
         assert row is not None
     if row.emailed_at is None and row.email_status != "skipped":
+        checkpoint()
         send_email(rt, row)
     return f"invoice {row.number} done"
 

@@ -71,6 +71,23 @@ def claim(engine: Engine, worker: str, lease_seconds: float) -> Job | None:
     return Job(id=row.id, kind=row.kind, sale_id=row.sale_id, attempts=row.attempts)
 
 
+class LeaseLost(Exception):
+    """Another worker took this job over (our lease ran out): stop before any side effect."""
+
+
+def renew(engine: Engine, job: Job, worker: str, lease_seconds: float) -> None:
+    """Extend our lease, or raise LeaseLost if the job is no longer ours."""
+    now = utcnow()
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(jobs)
+            .where(jobs.c.id == job.id, jobs.c.locked_by == worker, jobs.c.state == "running")
+            .values(locked_until=now + timedelta(seconds=lease_seconds), updated_at=now)
+        )
+    if result.rowcount != 1:
+        raise LeaseLost(f"job {job.id} was taken over by another worker")
+
+
 def complete(engine: Engine, job: Job) -> None:
     with engine.begin() as conn:
         conn.execute(

@@ -68,8 +68,15 @@ class Worker:
         job = queue.claim(self.rt.engine, self.rt.worker_id, settings.job_lease_seconds)
         if job is None:
             return False
+
+        def checkpoint() -> None:
+            queue.renew(self.rt.engine, job, self.rt.worker_id, settings.job_lease_seconds)
+
         try:
-            result = process_sale(self.rt, job.sale_id)
+            result = process_sale(self.rt, job.sale_id, checkpoint)
+        except queue.LeaseLost as exc:
+            log.warning("job %s (sale %s): %s", job.id, job.sale_id, exc)
+            return True
         except Exception as exc:
             permanent = isinstance(exc, PermanentError)
             state = queue.fail(

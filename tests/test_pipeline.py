@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from email import message_from_bytes, policy
 from pathlib import Path
 
@@ -115,3 +116,25 @@ def test_regenerated_pdf_is_byte_identical(runtime: Runtime) -> None:
     row = load_invoice(runtime, sale_id)
     assert row is not None
     assert render_pdf(runtime, row) == runtime.storage.get(row.pdf_key)
+
+
+def test_a_worker_whose_job_was_taken_over_sends_nothing(runtime: Runtime) -> None:
+    """Two workers on one job (a lease ran out): only the current holder reaches the email."""
+    from invoicing import queue
+
+    sale_id = sell(runtime, checkout_event(1))
+    slow = queue.claim(runtime.engine, "slow-worker", lease_seconds=0.001)
+    assert slow is not None
+    time.sleep(0.01)
+    fast = queue.claim(runtime.engine, "fast-worker", lease_seconds=60)
+    assert fast is not None and fast.id == slow.id
+
+    def slow_checkpoint() -> None:
+        queue.renew(runtime.engine, slow, "slow-worker", 60)
+
+    with pytest.raises(queue.LeaseLost):
+        process_sale(runtime, sale_id, slow_checkpoint)
+    outbox = Path(runtime.settings.email_url.removeprefix("file://"))
+    assert not list(outbox.glob("*.eml"))
+    process_sale(runtime, sale_id, lambda: queue.renew(runtime.engine, fast, "fast-worker", 60))
+    assert len(list(outbox.glob("*.eml"))) == 1
