@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 
 from integrations.stripe_events import Ignored, SaleDraft
 from invoicing.queue import enqueue
-from invoicing.store import events, is_postgres, sales, utcnow
+from invoicing.store import events, is_postgres, sales, utcnow, write
 
 INVOICE_JOB = "invoice"
 
@@ -55,7 +55,7 @@ def record(
     result: SaleDraft | Ignored,
 ) -> Outcome:
     now = utcnow()
-    with engine.begin() as conn:
+    with write(engine) as conn:
         fresh = insert_new(
             conn,
             events,
@@ -149,7 +149,7 @@ def replay(engine: Engine, event_id: str) -> Outcome:
     result = to_sale(parse(raw.encode("utf-8")))
     if isinstance(result, Ignored):
         return Outcome("ignored", reason=result.reason)
-    with engine.begin() as conn:
+    with write(engine) as conn:
         sale_id = conn.execute(
             select(sales.c.id).where(sales.c.payment_key == result.payment_key)
         ).scalar()

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from sqlalchemy import Engine
 
-from invoicing.store import get_meta, meta
+from invoicing.store import get_meta, meta, write
 
 KEY_NAME = "link_key"
 
@@ -21,7 +21,7 @@ KEY_NAME = "link_key"
 def load_key(engine: Engine) -> bytes:
     from invoicing.intake import insert_new
 
-    with engine.begin() as conn:
+    with write(engine) as conn:
         insert_new(conn, meta, {"key": KEY_NAME, "value": secrets.token_hex(32)})
         value = get_meta(conn, KEY_NAME)
     assert value is not None

@@ -20,7 +20,7 @@ from invoicing.errors import PermanentError
 from invoicing.model import Buyer, Invoice, Line, Seller, TaxLine
 from invoicing.numbering import allocate
 from invoicing.runtime import Runtime
-from invoicing.store import as_utc, invoices, sales, utcnow
+from invoicing.store import as_utc, invoices, sales, utcnow, write
 
 FALLBACK_LINE = {"fr": "Achat en ligne", "en": "Online purchase"}
 
@@ -68,7 +68,7 @@ def _owned_elsewhere(rt: Runtime, sale: Row[Any]) -> bool:
     """A bare PaymentIntent that a Checkout Session owns is that session's sale, not a new one."""
     if sale.source != "stripe" or sale.payment_key != sale.payment_intent:
         return False
-    with rt.engine.begin() as conn:
+    with write(rt.engine) as conn:
         owner = conn.execute(
             select(sales.c.id).where(
                 sales.c.payment_intent == sale.payment_intent, sales.c.id != sale.id
@@ -127,7 +127,7 @@ def _tax_lines(sale: Row[Any], lines: list[dict[str, Any]]) -> list[dict[str, An
 def issue(rt: Runtime, sale: Row[Any], lines: list[dict[str, Any]]) -> Row[Any]:
     """Number the invoice and store everything it says, in one transaction."""
     settings = rt.settings
-    with rt.engine.begin() as conn:
+    with write(rt.engine) as conn:
         existing = conn.execute(select(invoices).where(invoices.c.sale_id == sale.id)).first()
         if existing is not None:  # a lease ran out while the first worker was issuing it
             return existing
@@ -227,7 +227,7 @@ def store_pdf(rt: Runtime, row: Row[Any]) -> None:
     pdf = render_pdf(rt, row)
     key = storage_key(invoice)
     rt.storage.put(key, pdf)
-    with rt.engine.begin() as conn:
+    with write(rt.engine) as conn:
         conn.execute(
             update(invoices)
             .where(invoices.c.id == row.id)
@@ -242,7 +242,7 @@ def send_email(rt: Runtime, row: Row[Any], *, again: bool = False) -> str:
 
     invoice, seller = to_document(row)
     if not invoice.buyer.email:
-        with rt.engine.begin() as conn:
+        with write(rt.engine) as conn:
             conn.execute(
                 update(invoices)
                 .where(invoices.c.id == row.id)
@@ -263,7 +263,7 @@ def send_email(rt: Runtime, row: Row[Any], *, again: bool = False) -> str:
         templates_dir=rt.settings.templates_dir,
     )
     where = rt.mailer.send(message)
-    with rt.engine.begin() as conn:
+    with write(rt.engine) as conn:
         conn.execute(
             update(invoices)
             .where(invoices.c.id == row.id)

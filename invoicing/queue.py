@@ -13,10 +13,10 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, and_, insert, or_, select, update
+from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.engine import Connection
 
-from invoicing.store import as_utc, is_postgres, jobs, utcnow
+from invoicing.store import as_utc, is_postgres, jobs, utcnow, write
 
 
 @dataclass(frozen=True)
@@ -44,18 +44,27 @@ def enqueue(conn: Connection, kind: str, sale_id: int, run_after: datetime | Non
 
 
 def claim(engine: Engine, worker: str, lease_seconds: float) -> Job | None:
-    """Take the oldest job that is due, or one whose holder's lease ran out."""
+    """Take the oldest job that is due, or else one whose holder's lease ran out."""
     now = utcnow()
-    due = or_(
-        and_(jobs.c.state == "pending", jobs.c.run_after <= now),
-        and_(jobs.c.state == "running", jobs.c.locked_until < now),
+    columns = (jobs.c.id, jobs.c.kind, jobs.c.sale_id, jobs.c.attempts)
+    # Two plain queries rather than one OR, so each walks the (state, run_after) index.
+    candidates = (
+        select(*columns)
+        .where(jobs.c.state == "pending", jobs.c.run_after <= now)
+        .order_by(jobs.c.run_after, jobs.c.id),
+        select(*columns)
+        .where(jobs.c.state == "running", jobs.c.locked_until < now)
+        .order_by(jobs.c.locked_until, jobs.c.id),
     )
-    with engine.begin() as conn:
-        query = select(jobs.c.id, jobs.c.kind, jobs.c.sale_id, jobs.c.attempts).where(due)
-        query = query.order_by(jobs.c.run_after, jobs.c.id).limit(1)
-        if is_postgres(conn):
-            query = query.with_for_update(skip_locked=True)
-        row = conn.execute(query).first()
+    with write(engine) as conn:
+        row = None
+        for query in candidates:
+            query = query.limit(1)
+            if is_postgres(conn):
+                query = query.with_for_update(skip_locked=True)
+            row = conn.execute(query).first()
+            if row is not None:
+                break
         if row is None:
             return None
         conn.execute(
@@ -78,7 +87,7 @@ class LeaseLost(Exception):
 def renew(engine: Engine, job: Job, worker: str, lease_seconds: float) -> None:
     """Extend our lease, or raise LeaseLost if the job is no longer ours."""
     now = utcnow()
-    with engine.begin() as conn:
+    with write(engine) as conn:
         result = conn.execute(
             update(jobs)
             .where(jobs.c.id == job.id, jobs.c.locked_by == worker, jobs.c.state == "running")
@@ -89,7 +98,7 @@ def renew(engine: Engine, job: Job, worker: str, lease_seconds: float) -> None:
 
 
 def complete(engine: Engine, job: Job) -> None:
-    with engine.begin() as conn:
+    with write(engine) as conn:
         conn.execute(
             update(jobs)
             .where(jobs.c.id == job.id)
@@ -116,7 +125,7 @@ def fail(
     attempts = job.attempts + 1
     now = utcnow()
     dead = permanent or attempts >= max_attempts
-    with engine.begin() as conn:
+    with write(engine) as conn:
         conn.execute(
             update(jobs)
             .where(jobs.c.id == job.id)

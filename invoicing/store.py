@@ -7,6 +7,10 @@ several machines; row locks and ``SKIP LOCKED`` keep them apart.
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -165,6 +169,31 @@ def normalise_url(url: str) -> str:
     return url
 
 
+# SQLite has one write lock per file. Writers of this process queue on a Python lock
+# first: a thread waiting there wakes the moment the lock is free, while one refused by
+# SQLite sleeps in its busy handler (1, 2, 5 … 100 ms), which is what made webhook acks
+# slow whenever the worker was writing. Other processes still meet busy_timeout.
+_write_locks: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+_writing = threading.local()
+
+
+@contextmanager
+def write(engine: Engine) -> Iterator[Connection]:
+    """A write transaction: ``BEGIN IMMEDIATE`` on SQLite, queued on this process's lock."""
+    lock = _write_locks.get(engine)
+    if lock is None:
+        with engine.begin() as conn:
+            yield conn
+        return
+    with lock:
+        _writing.active = True
+        try:
+            with engine.begin() as conn:
+                yield conn
+        finally:
+            _writing.active = False
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     url = normalise_url(url)
     if url.startswith("sqlite"):
@@ -183,8 +212,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writers take the write lock up front, so a transaction never fails half-way
+            # for want of it; readers get a plain snapshot and never block anyone.
+            writing = getattr(_writing, "active", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
 
+        _write_locks[engine] = threading.Lock()
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 10)
@@ -202,7 +235,7 @@ def migrate(engine: Engine) -> None:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-    with engine.begin() as conn:
+    with write(engine) as conn:
         if is_postgres(conn):
             # Two machines starting together must not both create the tables.
             conn.execute(text("SELECT pg_advisory_xact_lock(7413)"))
