@@ -28,8 +28,10 @@ FALLBACK_LINE = {"fr": "Achat en ligne", "en": "Online purchase"}
 def process_sale(rt: Runtime, sale_id: int, checkpoint: Callable[[], None] = lambda: None) -> str:
     """Run every unfinished step for one sale; returns what became of it.
 
-    ``checkpoint`` runs before each step; the worker uses it to renew its lease and to
+    ``checkpoint`` runs before the email; the worker uses it to renew its lease and to
     stop if another worker has taken the job over, so two never email the same invoice.
+    The earlier steps need no such guard: a second issue of the same sale fails on the
+    unique sale_id (and gives its number back), and storing writes the same bytes.
     """
     with rt.engine.connect() as conn:
         sale = conn.execute(select(sales).where(sales.c.id == sale_id)).first()
@@ -39,12 +41,10 @@ def process_sale(rt: Runtime, sale_id: int, checkpoint: Callable[[], None] = lam
         return f"sale {sale_id} is a duplicate of sale {sale.duplicate_of}; nothing to do"
     row = load_invoice(rt, sale_id)
     if row is None:
-        checkpoint()
         if _owned_elsewhere(rt, sale):
             return f"payment {sale.payment_key} belongs to another sale; not invoiced"
         row = issue(rt, sale, _lines(rt, sale))
     if row.stored_at is None:
-        checkpoint()
         store_pdf(rt, row)
         row = load_invoice(rt, sale_id)
         assert row is not None
@@ -68,17 +68,19 @@ def _owned_elsewhere(rt: Runtime, sale: Row[Any]) -> bool:
     """A bare PaymentIntent that a Checkout Session owns is that session's sale, not a new one."""
     if sale.source != "stripe" or sale.payment_key != sale.payment_intent:
         return False
-    with write(rt.engine) as conn:
+    with rt.engine.connect() as conn:
         owner = conn.execute(
             select(sales.c.id).where(
                 sales.c.payment_intent == sale.payment_intent, sales.c.id != sale.id
             )
         ).scalar()
-        stripe = rt.stripe
-        if owner is None and stripe and stripe.sessions_for_payment_intent(sale.payment_intent):
-            owner = -1  # a session we have not received yet: its own event will come
-        if owner is None:
-            return False
+    # Asked outside any write transaction: the write lock is never held across the network.
+    stripe = rt.stripe
+    if owner is None and stripe and stripe.sessions_for_payment_intent(sale.payment_intent):
+        owner = -1  # a session we have not received yet: its own event will bring the sale
+    if owner is None:
+        return False
+    with write(rt.engine) as conn:
         conn.execute(
             update(sales)
             .where(sales.c.id == sale.id)

@@ -27,20 +27,24 @@ class Job:
     attempts: int
 
 
+_NEW_JOB = insert(jobs).returning(jobs.c.id)  # built once: it runs on every webhook
+
+
 def enqueue(conn: Connection, kind: str, sale_id: int, run_after: datetime | None = None) -> int:
     now = utcnow()
-    result = conn.execute(
-        insert(jobs).values(
-            kind=kind,
-            sale_id=sale_id,
-            state="pending",
-            attempts=0,
-            run_after=run_after or now,
-            created_at=now,
-            updated_at=now,
-        )
-    )
-    return int(result.inserted_primary_key[0])  # type: ignore[index]
+    values = {
+        "kind": kind,
+        "sale_id": sale_id,
+        "state": "pending",
+        "attempts": 0,
+        "run_after": run_after or now,
+        "locked_by": None,
+        "locked_until": None,
+        "last_error": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+    return int(conn.execute(_NEW_JOB, values).scalar_one())
 
 
 def claim(engine: Engine, worker: str, lease_seconds: float) -> Job | None:
