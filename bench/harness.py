@@ -1,0 +1,293 @@
+"""What every benchmark shares: the seller's config, signed Stripe events, the service as a
+subprocess on 127.0.0.1, and one way of printing a figure next to its budget.
+
+A missed budget is printed as OVER, never raised: only a benchmark that could not run
+(the service did not start, a request failed) is an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "whsec_bench_secret"
+CONFIG = """\
+[seller]
+name = "Zoé Dupont"
+address = ["12 rue des Lilas", "75011 Paris"]
+country = "FR"
+siren = "123456789"
+email = "zoe@example.com"
+
+[invoice]
+language = "fr"
+
+[vat]
+regime = "franchise"
+
+[email]
+from = "zoe@example.com"
+"""
+
+
+class BenchError(RuntimeError):
+    """The benchmark itself broke (as opposed to a budget being missed)."""
+
+
+def run_main(main: Callable[[], int]) -> NoReturn:
+    """Run a benchmark's ``main``: exit 0 with its figures, 1 with one line if it broke.
+
+    SIGTERM (``run_all`` past its time limit) unwinds like Ctrl-C, so the service the
+    benchmark started is stopped on the way out.
+    """
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        code = main()
+    except BenchError as exc:
+        print(f"  BROKEN: {exc}", flush=True)
+        code = 1
+    sys.exit(code)
+
+
+# --- reporting ------------------------------------------------------------------------------
+
+
+def verdict(
+    label: str, value: float, budget: float, unit: str, *, at_least: bool = False, fmt: str = ".1f"
+) -> bool:
+    """Print ``label value unit  budget ≤ X unit  PASS|OVER``; True when within budget."""
+    ok = value >= budget if at_least else value <= budget
+    op = "≥" if at_least else "≤"
+    line = (
+        f"  {label:<40} {value:>10{fmt}} {unit:<5}  budget {op} {budget:g} {unit:<5}"
+        f"  {'PASS' if ok else 'OVER'}"
+    )
+    print(line, flush=True)
+    return ok
+
+
+def info(label: str, value: str) -> None:
+    print(f"  {label:<40} {value}", flush=True)
+
+
+def heading(title: str) -> None:
+    print(f"\n== {title} ==", flush=True)
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of already sorted values (q in 0..100)."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, min(len(sorted_values), round(q / 100 * len(sorted_values) + 0.5)))
+    return sorted_values[rank - 1]
+
+
+# --- the seller's settings and the service's environment ------------------------------------
+
+
+def write_config(folder: Path) -> Path:
+    path = folder / "invoicehook.toml"
+    path.write_text(CONFIG, encoding="utf-8")
+    return path
+
+
+def service_env(folder: Path, port: int, **overrides: str) -> dict[str, str]:
+    """The environment ``invoicehook serve`` gets: everything under ``folder``."""
+    env = {
+        **os.environ,
+        "INVOICEHOOK_CONFIG": str(write_config(folder)),
+        "DATABASE_URL": f"sqlite:///{folder}/invoicehook.db",
+        "STORAGE_URL": f"file://{folder}/invoices",
+        "EMAIL_URL": f"file://{folder}/outbox",
+        "STRIPE_WEBHOOK_SECRET": SECRET,
+        "PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+    }
+    env.update(overrides)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- the service as a process ---------------------------------------------------------------
+
+
+class Service:
+    """A server subprocess on 127.0.0.1:``port``, its output in ``folder/service.log``."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], folder: Path, port: int) -> None:
+        self.argv = argv
+        self.env = env
+        self.folder = folder
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = folder / f"service-{port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def serve(cls, env: dict[str, str], folder: Path, port: int) -> Service:
+        """``invoicehook serve --port P``, as ``make serve`` runs it."""
+        argv = [sys.executable, "-m", "invoicing.cli", "serve", "--port", str(port)]
+        return cls(argv, env, folder, port)
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise BenchError("the service is not running")
+        return self.proc.pid
+
+    def start(self, timeout: float = 60) -> Service:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv, env=self.env, cwd=self.folder, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"the service exited at start:\n{self.log()}")
+            try:
+                if self.get_json("/healthz", timeout=1)[0] == 200:
+                    return self
+            except (OSError, urllib.error.URLError):
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise BenchError(f"the service did not answer /healthz within {timeout:g} s:\n{self.log()}")
+
+    def get_json(self, path: str, timeout: float = 5) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=timeout) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+
+    def log(self, tail: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-tail:]
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def __enter__(self) -> Service:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def vm_status(pid: int) -> dict[str, float]:
+    """VmRSS, VmHWM (peak RSS) and the thread count of ``pid``, from /proc; sizes in MB."""
+    figures: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+            figures[key] = int(value.split()[0]) / 1024
+        elif key == "Threads":
+            figures[key] = int(value)
+    return figures
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time ``pid`` has used so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# --- Stripe events --------------------------------------------------------------------------
+
+
+def checkout_event(key: str, *, email: str = "lea@example.org", amount: int = 19900) -> bytes:
+    """A paid ``checkout.session.completed`` for one distinct session, as Stripe sends it."""
+    event = {
+        "id": f"evt_bench_{key}",
+        "object": "event",
+        "type": "checkout.session.completed",
+        "created": int(time.time()),
+        "data": {
+            "object": {
+                "id": f"cs_bench_{key}",
+                "object": "checkout.session",
+                "mode": "payment",
+                "payment_status": "paid",
+                "payment_intent": f"pi_bench_{key}",
+                "currency": "eur",
+                "amount_subtotal": amount,
+                "amount_total": amount,
+                "total_details": {"amount_tax": 0, "amount_discount": 0},
+                "created": int(time.time()),
+                "customer_details": {
+                    "name": "Léa Martin",
+                    "email": email,
+                    "address": {
+                        "line1": "1 rue Haute",
+                        "postal_code": "69001",
+                        "city": "Lyon",
+                        "country": "FR",
+                    },
+                    "tax_ids": [],
+                },
+                "line_items": {
+                    "object": "list",
+                    "data": [
+                        {
+                            "description": "Cours d'aquarelle",
+                            "quantity": 1,
+                            "amount_subtotal": amount,
+                            "amount_discount": 0,
+                            "amount_tax": 0,
+                            "amount_total": amount,
+                            "price": {"unit_amount": amount},
+                        }
+                    ],
+                },
+            }
+        },
+    }
+    return json.dumps(event).encode()
+
+
+def signature(body: bytes, secret: str = SECRET, timestamp: int | None = None) -> str:
+    """The ``Stripe-Signature`` header: HMAC-SHA256 of ``"{t}.{body}"``, Stripe's scheme."""
+    t = int(time.time()) if timestamp is None else timestamp
+    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={t},v1={mac}"
+
+
+def webhook_request(body: bytes, host: str, path: str = "/webhooks/stripe") -> bytes:
+    """The exact bytes of one keep-alive ``POST`` carrying a signed event."""
+    head = (
+        f"POST {path} HTTP/1.1\r\n"
+        f"Host: {host}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Stripe-Signature: {signature(body)}\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "\r\n"
+    )
+    return head.encode() + body
