@@ -36,6 +36,14 @@ class StripeApi:
         except self._stripe.StripeError as exc:
             raise self._classify(exc) from exc
 
+    def check(self) -> str:
+        """For `invoicehook check`: the key is accepted and can read Checkout Sessions."""
+        try:
+            self._client.v1.checkout.sessions.list({"limit": 1})
+        except self._stripe.StripeError as exc:
+            raise self._classify(exc) from exc
+        return "API key accepted"
+
     def _classify(self, exc: Any) -> Exception:
         status = getattr(exc, "http_status", None)
         message = f"Stripe API: {type(exc).__name__}: {getattr(exc, 'user_message', None) or exc}"

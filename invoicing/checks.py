@@ -50,8 +50,12 @@ def _typst(settings: Settings) -> str:
 def _stripe(settings: Settings) -> str:
     if settings.stripe_webhook_secret is None:
         return "not set: STRIPE_WEBHOOK_SECRET is needed for /webhooks/stripe"
-    suffix = " and STRIPE_API_KEY (line items)" if settings.stripe_api_key else ""
-    return f"webhook secret set{suffix}"
+    if settings.stripe_api_key is None:
+        return "webhook secret set (no STRIPE_API_KEY: one line per invoice unless sent)"
+    from integrations.stripe_api import StripeApi
+
+    api = StripeApi(settings.stripe_api_key.reveal(), settings.stripe_api_base)
+    return f"webhook secret set, {api.check()}"
 
 
 def run_checks(settings: Settings) -> int:

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from sqlalchemy import select
 
-from invoicing.errors import TransientError
+from invoicing.errors import PermanentError, TransientError
 from invoicing.pipeline import load_invoice, process_sale
 from invoicing.runtime import Runtime, build_runtime
 from invoicing.settings import load_settings
@@ -247,3 +247,17 @@ def test_subscription_checkout_session_is_left_to_invoice_paid(runtime: Runtime)
     from integrations.stripe_events import to_sale
 
     assert "invoice.paid" in to_sale(event).reason  # type: ignore[union-attr]
+
+
+def test_check_reaches_stripe(runtime: Runtime) -> None:
+    """`invoicehook check` asks Stripe whether the key works, and says so either way."""
+    from dataclasses import replace
+
+    from invoicing.checks import _stripe
+    from invoicing.settings import Secret
+
+    settings = replace(runtime.settings, stripe_webhook_secret=Secret("whsec_x"))
+    assert _stripe(settings) == "webhook secret set, API key accepted"
+    wrong = replace(settings, stripe_api_key=Secret("sk_test_wrong"))
+    with pytest.raises(PermanentError, match="check STRIPE_API_KEY"):
+        _stripe(wrong)
