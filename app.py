@@ -20,7 +20,7 @@ from invoicing.errors import BadRequest
 from invoicing.intake import record
 from invoicing.runtime import Runtime, build_runtime
 from invoicing.settings import Settings
-from invoicing.worker import Worker
+from invoicing.supervisor import WorkerProcess
 
 MAX_BODY = 1024 * 1024
 log = logging.getLogger("invoicehook.app")
@@ -72,14 +72,15 @@ async def stripe_webhook(request: Request) -> Response:
         raw=body.decode("utf-8"),
         result=result,
     )
-    if outcome.status == "accepted":
-        request.app.state.worker.wake()
+    worker: WorkerProcess | None = request.app.state.worker
+    if outcome.status == "accepted" and worker is not None:
+        worker.wake()
     return JSONResponse(outcome.as_json())
 
 
 async def healthz(request: Request) -> Response:
     rt: Runtime = request.app.state.runtime
-    worker: Worker | None = request.app.state.worker
+    worker: WorkerProcess | None = request.app.state.worker
 
     def probe() -> dict[str, int]:
         with rt.engine.connect() as conn:
@@ -128,15 +129,16 @@ def create_app(
         rt: Runtime = (
             runtime if runtime is not None else await run_in_threadpool(build_runtime, settings)
         )
-        worker = Worker(rt)
+        worker = WorkerProcess(settings) if start_worker else None
         app.state.runtime = rt
         app.state.worker = worker
-        if start_worker:
+        if worker is not None:
             worker.start()  # picks up whatever the last run left pending
         try:
             yield
         finally:
-            await worker.stop()
+            if worker is not None:
+                await worker.stop()
             if runtime is None:
                 rt.engine.dispose()
 

@@ -37,6 +37,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_work(args: argparse.Namespace) -> int:
+    from invoicing.supervisor import read_settings, run_worker
+
+    settings = read_settings(sys.stdin.buffer) if args.from_parent else _settings()
+    return run_worker(settings, from_parent=args.from_parent)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from invoicing.demo import run_demo
 
@@ -93,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     serve.set_defaults(func=cmd_serve)
+    work = sub.add_parser("work", help="run only the worker (serve starts one by itself)")
+    work.add_argument("--from-parent", action="store_true", help=argparse.SUPPRESS)
+    work.set_defaults(func=cmd_work)
     sub.add_parser("demo", help="run a signed sample payment through the service").set_defaults(
         func=cmd_demo
     )

@@ -1,4 +1,5 @@
-"""The worker: takes jobs from the queue and runs the pipeline, inside the service.
+"""The worker: takes jobs from the queue and runs the pipeline (in its own process, see
+supervisor.py).
 
 Several loops run side by side (``WORKER_CONCURRENCY``); each claims one job at a time and
 runs it in a thread, since the steps block on the database, Typst and the mail server.
