@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -101,3 +102,44 @@ def test_sigterm_finishes_the_job_in_hand(
     (row,) = db_rows(url, invoices)
     assert row.email_status == "sent"
     assert [j.state for j in db_rows(url, jobs)] == ["done"]
+
+
+def children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(p) for p in text.split()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in status
+
+
+def test_worker_process_is_restarted_and_dies_with_its_parent(
+    service_env: dict[str, str], services: list[Service], tmp_path: Path
+) -> None:
+    """A worker that crashes is started again; a parent killed with -9 leaves no orphan."""
+    from invoicing.store import invoices
+
+    service = Service(service_env, tmp_path).start()
+    services.append(service)
+    assert service.proc is not None
+    (first_child,) = children(service.proc.pid)
+    os.kill(first_child, signal.SIGKILL)
+    wait_until(
+        lambda: (
+            len(children(service.proc.pid)) == 1  # type: ignore[union-attr]
+            and children(service.proc.pid)[0] != first_child
+        ),  # type: ignore[union-attr]
+        timeout=20,
+        what="a new worker process",
+    )
+    with service.client() as client:
+        post_event(client, checkout_event(1))
+    url = service_env["DATABASE_URL"]
+    wait_until(lambda: any(r.emailed_at for r in db_rows(url, invoices)), what="invoice sent")
+    (second_child,) = children(service.proc.pid)
+    service.kill()
+    wait_until(lambda: not alive(second_child), timeout=10, what="the worker to follow its parent")
