@@ -19,18 +19,29 @@ import re
 import smtplib
 import ssl
 import tempfile
+import threading
+import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from hashlib import sha256
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urlsplit
 
 from invoicing.errors import PermanentError, SettingsError, TransientError
 
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
 DEFAULT_TIMEOUT = 30.0
+CHECK_IDLE_AFTER = 5.0  # seconds: an idle connection older than this is checked with NOOP
+MAX_IDLE = 60.0  # seconds: an idle connection older than this is closed, not reused
+MAX_POOLED = 8  # idle connections kept per mailer (the worker runs 4 sends at once)
+MAX_MESSAGES_PER_CONNECTION = 100  # servers cap messages per session; stay well under
+BRIEF_WAIT = 5.0  # seconds: at most this long for the answer to NOOP or QUIT
 
 
 class Mailer(Protocol):
@@ -110,9 +121,40 @@ def _file_stem(msg: EmailMessage) -> str:
 # -- SMTP -------------------------------------------------------------------------------
 
 
+class _Connection(smtplib.SMTP):
+    """An SMTP connection that remembers whether DATA went out on it since :meth:`begin`.
+
+    Until DATA is sent the server cannot have accepted the message, so a connection that
+    turns out dead before then can be given up and the message sent on another one.
+    """
+
+    data_sent = False
+    messages = 0
+
+    def begin(self) -> None:
+        self.data_sent = False
+
+    def data(self, msg: ReadableBuffer | str) -> tuple[int, bytes]:
+        self.data_sent = True
+        return super().data(msg)
+
+
+class _TlsConnection(_Connection, smtplib.SMTP_SSL):
+    """The same over implicit TLS (smtps)."""
+
+
+class _StaleConnection(TransientError):
+    """A pooled connection was found closed before the message went out: safe to resend."""
+
+
 @dataclass
 class SmtpMailer:
-    """Hands messages to an SMTP server: STARTTLS when offered, or implicit TLS (smtps)."""
+    """Hands messages to an SMTP server: STARTTLS when offered, or implicit TLS (smtps).
+
+    Logged-in connections are kept between sends (a few, one per sending thread: a
+    connection is used by one thread at a time) and reused, so a burst of emails does not
+    pay connect, EHLO, STARTTLS and AUTH for each. :meth:`close` sends them QUIT.
+    """
 
     host: str
     port: int
@@ -121,6 +163,26 @@ class SmtpMailer:
     implicit_tls: bool = False
     timeout: float = DEFAULT_TIMEOUT
     ssl_context: ssl.SSLContext | None = field(default=None, repr=False)
+    check_idle_after: float = field(default=CHECK_IDLE_AFTER, repr=False)
+    max_idle: float = field(default=MAX_IDLE, repr=False)
+    max_pooled: int = field(default=MAX_POOLED, repr=False)
+    max_messages: int = field(default=MAX_MESSAGES_PER_CONNECTION, repr=False)
+    # (connection, time.monotonic() when it went idle), most recently used last.
+    _idle: list[tuple[_Connection, float]] = field(
+        default_factory=list, init=False, repr=False, compare=False
+    )
+    _lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
+    _context: ssl.SSLContext | None = field(default=None, init=False, repr=False, compare=False)
+    _context_lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        # Whoever forgets close(): the sockets still close with the mailer or at exit. The
+        # callback holds the list, not the mailer, or the mailer would never be collected.
+        weakref.finalize(self, _close_quietly, self._idle)
 
     @classmethod
     def from_url(cls, url: str, *, timeout: float = DEFAULT_TIMEOUT) -> SmtpMailer:
@@ -147,56 +209,115 @@ class SmtpMailer:
         return f"{'smtps' if self.implicit_tls else 'smtp'}:{self.host}:{self.port}"
 
     def send(self, msg: EmailMessage) -> str:
-        with self._classified("connect"):
-            smtp = self._connect()
-        try:
-            with self._classified("login"):
-                self._login(smtp)
-            with self._classified("send"):
-                refused = smtp.send_message(msg)
-        finally:
-            # The message is accepted once DATA is answered 250: a failing QUIT must not
-            # turn that into an error (a retry would send the invoice twice).
+        smtp = self._take_idle()
+        if smtp is not None:
             try:
-                smtp.quit()
-            except (smtplib.SMTPException, OSError):
-                smtp.close()
+                return self._send_on(smtp, msg, reused=True)
+            except _StaleConnection:
+                pass  # closed by the server before it could take the message: send it fresh
+        return self._send_on(self._open(), msg, reused=False)
+
+    def check(self) -> str:
+        """For `invoicehook check`: connect, log in and leave, sending nothing."""
+        _quit(self._open())
+        login = f" as {self.username}" if self.username else ""
+        return f"{self.where} reachable{login}"
+
+    def close(self) -> None:
+        """Say QUIT on the idle connections; the next send connects again."""
+        self._close_idle()
+
+    def _send_on(self, smtp: _Connection, msg: EmailMessage, *, reused: bool) -> str:
+        smtp.begin()
+        try:
+            with self._classified("send"):
+                try:
+                    refused = smtp.send_message(msg)
+                except (smtplib.SMTPServerDisconnected, smtplib.SMTPSenderRefused, OSError) as exc:
+                    if reused and not smtp.data_sent and _is_dropped(exc):
+                        raise _StaleConnection(self._say("connection closed", exc)) from exc
+                    raise
+        except BaseException:
+            _quit(smtp)  # never reused: after an error its state is unknown
+            raise
+        # Accepted once DATA is answered 250: nothing after this may fail the send (a retry
+        # would email the invoice twice).
+        smtp.messages += 1
+        self._give_back(smtp)
         if refused:
             who = ", ".join(f"{rcpt} ({code})" for rcpt, (code, _) in refused.items())
             return f"{self.where} (refused: {who})"
         return self.where
 
-    def check(self) -> str:
-        """For `invoicehook check`: connect, log in and leave, sending nothing."""
+    def _take_idle(self) -> _Connection | None:
+        """The most recently used idle connection that still answers, or None."""
+        while True:
+            now = time.monotonic()
+            with self._lock:
+                expired = [c for c, since in self._idle if now - since > self.max_idle]
+                self._idle[:] = [(c, t) for c, t in self._idle if now - t <= self.max_idle]
+                smtp, since = self._idle.pop() if self._idle else (None, now)
+            for old in expired:
+                old.close()  # the server has likely dropped it already: no QUIT to wait on
+            if smtp is None or now - since <= self.check_idle_after or _answers(smtp):
+                return smtp
+            smtp.close()
+
+    def _give_back(self, smtp: _Connection) -> None:
+        with self._lock:
+            if len(self._idle) < self.max_pooled and smtp.messages < self.max_messages:
+                self._idle.append((smtp, time.monotonic()))
+                return
+        _quit(smtp)
+
+    def _close_idle(self) -> None:
+        with self._lock:
+            idle = self._idle[:]
+            self._idle.clear()
+        for smtp, _ in idle:
+            _quit(smtp)
+
+    def _open(self) -> _Connection:
+        """A new connection, greeted, upgraded to TLS when offered, and logged in."""
         with self._classified("connect"):
             smtp = self._connect()
         try:
             with self._classified("login"):
                 self._login(smtp)
-        finally:
-            try:
-                smtp.quit()
-            except (smtplib.SMTPException, OSError):
-                smtp.close()
-        login = f" as {self.username}" if self.username else ""
-        return f"{self.where} reachable{login}"
+        except BaseException:
+            _quit(smtp)
+            raise
+        return smtp
 
-    def _connect(self) -> smtplib.SMTP:
-        context = self.ssl_context or ssl.create_default_context()
-        smtp: smtplib.SMTP
+    def _connect(self) -> _Connection:
+        smtp: _Connection
         if self.implicit_tls:
-            smtp = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
+            context = self._tls_context()
+            smtp = _TlsConnection(self.host, self.port, timeout=self.timeout, context=context)
         else:
-            smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            smtp = _Connection(self.host, self.port, timeout=self.timeout)
         try:
             smtp.ehlo()
             if not self.implicit_tls and smtp.has_extn("starttls"):
-                smtp.starttls(context=context)
+                smtp.starttls(context=self._tls_context())
                 smtp.ehlo()
         except BaseException:
             smtp.close()
             raise
         return smtp
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """``ssl_context`` if given, else the system's defaults, made once: loading the CA
+        store costs tens of milliseconds of CPU, so not per email nor when TLS is unused."""
+        if self.ssl_context is not None:
+            return self.ssl_context
+        context = self._context
+        if context is None:
+            with self._context_lock:
+                if self._context is None:
+                    self._context = ssl.create_default_context()
+                context = self._context
+        return context
 
     def _login(self, smtp: smtplib.SMTP) -> None:
         if not self.username:
@@ -274,6 +395,46 @@ class SmtpMailer:
             # A short password would garble every reply code; such a password is moot anyway.
             text = text.replace(self.password, "***")
         return text
+
+
+def _is_dropped(exc: BaseException) -> bool:
+    """Whether ``exc`` says the server closed the connection, rather than refused or stalled."""
+    if isinstance(exc, smtplib.SMTPSenderRefused):
+        return exc.smtp_code == 421  # "closing the connection", e.g. on an idle timeout
+    return isinstance(exc, smtplib.SMTPServerDisconnected | ConnectionError | ssl.SSLEOFError)
+
+
+def _answers(smtp: smtplib.SMTP) -> bool:
+    """Whether an idle connection still answers NOOP (servers drop idle clients)."""
+    try:
+        _wait_briefly(smtp)
+        alive = smtp.noop()[0] == 250
+        if smtp.sock is not None:
+            smtp.sock.settimeout(smtp.timeout)
+        return alive
+    except (smtplib.SMTPException, OSError):
+        return False
+
+
+def _quit(smtp: smtplib.SMTP) -> None:
+    """Leave politely: QUIT, or just close if the server is not listening any more."""
+    try:
+        _wait_briefly(smtp)
+        smtp.quit()
+    except (smtplib.SMTPException, OSError):
+        smtp.close()
+
+
+def _close_quietly(idle: list[tuple[_Connection, float]]) -> None:
+    for smtp, _ in idle:
+        smtp.close()
+    idle.clear()
+
+
+def _wait_briefly(smtp: smtplib.SMTP) -> None:
+    # A connection a firewall dropped silently would otherwise hold a worker for `timeout`.
+    if smtp.sock is not None:
+        smtp.sock.settimeout(min(smtp.timeout, BRIEF_WAIT))
 
 
 def _text(reply: bytes | str) -> str:

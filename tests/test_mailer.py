@@ -8,7 +8,10 @@ import shutil
 import socket
 import ssl
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -186,6 +189,22 @@ class Recorder:
     rcpt_reply: str | None = None
     data_reply: str | None = None
     received: list[dict[str, Any]] = field(default_factory=list)
+    connections: list[Any] = field(default_factory=list)  # one aiosmtpd SMTP per client
+    noops: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_NOOP(self, server: Any, session: Any, envelope: Any, arg: str) -> str:  # noqa: N802
+        self.noops += 1
+        return "250 OK"
+
+    async def handle_EHLO(  # noqa: N802
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname  # what aiosmtpd does when there is no hook
+        with self.lock:
+            if all(server is not known for known in self.connections):  # again after STARTTLS
+                self.connections.append(server)
+        return responses
 
     async def handle_RCPT(  # noqa: N802 (aiosmtpd's hook names)
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
@@ -198,16 +217,24 @@ class Recorder:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         if self.data_reply:
             return self.data_reply
-        self.received.append(
-            {
-                "mail_from": envelope.mail_from,
-                "rcpt_tos": list(envelope.rcpt_tos),
-                "data": envelope.content,
-                "login": getattr(session.auth_data, "login", None),
-                "tls": server.transport.get_extra_info("ssl_object") is not None,
-            }
-        )
+        with self.lock:
+            self.received.append(
+                {
+                    "mail_from": envelope.mail_from,
+                    "rcpt_tos": list(envelope.rcpt_tos),
+                    "data": envelope.content,
+                    "login": getattr(session.auth_data, "login", None),
+                    "tls": server.transport.get_extra_info("ssl_object") is not None,
+                }
+            )
         return "250 Message accepted"
+
+    def message_ids(self) -> list[str]:
+        with self.lock:
+            return [
+                str(email.message_from_bytes(r["data"], policy=email.policy.default)["Message-ID"])
+                for r in self.received
+            ]
 
 
 def authenticator(
@@ -263,6 +290,7 @@ def test_smtp_wrong_password_is_permanent_and_secret(wrong: str) -> None:
         mailer = SmtpMailer("127.0.0.1", port, USER, wrong, timeout=5)
         with pytest.raises(PermanentError) as caught:
             mailer.send(invoice_message())
+        mailer.close()
 
     assert "authentication failed" in str(caught.value) and "535" in str(caught.value)
     assert wrong not in str(caught.value)
@@ -364,6 +392,7 @@ def test_smtps_uses_implicit_tls(certificate: tuple[Path, Path]) -> None:
         client = ssl.create_default_context(cafile=str(certificate[0]))
         mailer = SmtpMailer("127.0.0.1", port, implicit_tls=True, timeout=5, ssl_context=client)
         where = mailer.send(invoice_message())
+        mailer.close()
 
     assert f"smtps:127.0.0.1:{port}" == where
     assert [r["tls"] for r in handler.received] == [True]
@@ -376,3 +405,253 @@ def test_untrusted_certificate_is_permanent(certificate: tuple[Path, Path]) -> N
         pytest.raises(PermanentError, match="certificate"),
     ):
         SmtpMailer("127.0.0.1", port, implicit_tls=True, timeout=5).send(invoice_message())
+
+
+# -- SMTP connection reuse -----------------------------------------------------------------
+
+
+def test_sends_reuse_one_connection() -> None:
+    """A run of emails goes over one logged-in connection, each delivered once."""
+    handler = Recorder()
+    msgs = [invoice_message(f"F2026-{n:06d}") for n in range(1, 6)]
+    with with_auth(handler) as port:
+        mailer = SmtpMailer("127.0.0.1", port, USER, PASSWORD, timeout=5)
+        wheres = [mailer.send(msg) for msg in msgs]
+        mailer.close()
+
+    assert wheres == [f"smtp:127.0.0.1:{port}"] * 5
+    assert len(handler.connections) == 1
+    assert [USER.encode()] * 5 == [r["login"] for r in handler.received]
+    assert [msg["Message-ID"] for msg in msgs] == handler.message_ids()
+
+
+def test_close_says_quit_and_the_next_send_connects_again() -> None:
+    """After close() the mailer still works, on a new connection."""
+    handler = Recorder()
+    with smtp_server(handler) as port:
+        mailer = SmtpMailer("127.0.0.1", port, timeout=5)
+        mailer.send(invoice_message("F2026-000001"))
+        mailer.close()
+        mailer.send(invoice_message("F2026-000002"))
+        mailer.close()
+
+    assert (len(handler.connections), len(handler.received)) == (2, 2)
+
+
+def test_connection_idle_a_while_is_checked_with_noop_then_reused() -> None:
+    """Past check_idle_after, NOOP confirms the connection still answers before reuse."""
+    handler = Recorder()
+    with smtp_server(handler) as port:
+        mailer = SmtpMailer("127.0.0.1", port, timeout=5, check_idle_after=0.0)
+        mailer.send(invoice_message("F2026-000001"))
+        time.sleep(0.01)
+        mailer.send(invoice_message("F2026-000002"))
+        mailer.close()
+
+    assert (handler.noops, len(handler.connections), len(handler.received)) == (1, 1, 2)
+
+
+@pytest.mark.parametrize("check_idle_after", [0.0, 60.0], ids=["noop-check", "at-mail-from"])
+def test_connection_the_server_dropped_is_replaced(check_idle_after: float) -> None:
+    """The server closed the idle connection (its idle timeout): the next email still goes
+    out, once, on a new connection, whether NOOP or MAIL FROM finds the old one closed."""
+    handler = Recorder()
+    with smtp_server(handler, timeout=0.5) as port:  # aiosmtpd drops clients idle 0.5 s
+        mailer = SmtpMailer("127.0.0.1", port, timeout=5, check_idle_after=check_idle_after)
+        mailer.send(invoice_message("F2026-000001"))
+        time.sleep(1.0)
+        mailer.send(invoice_message("F2026-000002"))
+        mailer.close()
+
+    assert [mid.strip("<").split(".")[0] for mid in handler.message_ids()] == [
+        "F2026-000001",
+        "F2026-000002",
+    ]
+    assert len(handler.connections) == 2
+
+
+def test_server_restart_between_sends_delivers_once() -> None:
+    """The server restarted on the same port: the pooled connection is dead, not the send."""
+    handler = Recorder()
+    port = free_port()
+    first = Controller(handler, hostname="127.0.0.1", port=port)
+    first.start()
+    mailer = SmtpMailer("127.0.0.1", port, timeout=5)
+    try:
+        mailer.send(invoice_message("F2026-000001"))
+    finally:
+        first.stop()
+    second = Controller(handler, hostname="127.0.0.1", port=port)
+    second.start()
+    try:
+        mailer.send(invoice_message("F2026-000002"))
+        mailer.close()
+    finally:
+        second.stop()
+
+    assert 2 == len(handler.received) == len(set(handler.message_ids()))
+    assert len(handler.connections) == 2
+
+
+@dataclass
+class ClosingOnMail(Recorder):
+    """Answers the first MAIL FROM with "421 closing", as servers do on an idle timeout."""
+
+    mail_replies: list[str] = field(default_factory=list)
+
+    async def handle_MAIL(  # noqa: N802
+        self, server: Any, session: Any, envelope: Any, address: str, mail_options: Any
+    ) -> str:
+        if self.mail_replies:
+            return self.mail_replies.pop(0)
+        envelope.mail_from = address
+        return "250 OK"
+
+
+def test_421_to_mail_from_on_a_reused_connection_is_sent_fresh() -> None:
+    """421 before any DATA means nothing was accepted: one more try on a new connection."""
+    handler = ClosingOnMail()
+    with smtp_server(handler) as port:
+        mailer = SmtpMailer("127.0.0.1", port, timeout=5)
+        mailer.send(invoice_message("F2026-000001"))
+        handler.mail_replies.append("421 idle too long, closing")
+        mailer.send(invoice_message("F2026-000002"))
+        mailer.close()
+
+    assert len(handler.received) == 2 and len(handler.connections) == 2
+
+
+def test_421_to_mail_from_on_a_new_connection_is_transient() -> None:
+    """Only a reused connection earns the immediate second try; a new one reports."""
+    handler = ClosingOnMail(mail_replies=["421 too busy"])
+    with smtp_server(handler) as port, pytest.raises(TransientError, match="421 too busy"):
+        SmtpMailer("127.0.0.1", port, timeout=5).send(invoice_message())
+
+    assert (handler.received, len(handler.connections)) == ([], 1)
+
+
+@dataclass
+class DroppingAfterData(Recorder):
+    """Takes the message, then closes the connection without answering, once."""
+
+    data_calls: int = 0
+    drop: bool = False
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        self.data_calls += 1
+        if self.drop:
+            self.drop = False
+            server.transport.close()
+            return "250 never heard"
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_connection_lost_after_data_is_not_resent() -> None:
+    """Once DATA went out the server may have the message: no second try, which could
+    email the invoice twice; the worker decides later."""
+    handler = DroppingAfterData()
+    with smtp_server(handler) as port:
+        mailer = SmtpMailer("127.0.0.1", port, timeout=5)
+        mailer.send(invoice_message("F2026-000001"))
+        handler.drop = True
+        with pytest.raises(TransientError, match="connection closed during send"):
+            mailer.send(invoice_message("F2026-000002"))
+        mailer.send(invoice_message("F2026-000003"))
+        mailer.close()
+
+    assert handler.data_calls == 3 and len(handler.received) == 2
+    assert len(handler.connections) == 2
+
+
+def test_failed_connection_is_not_reused() -> None:
+    """After a refused message the connection is closed; the next email gets a new one."""
+    handler = Recorder(data_reply="451 try later")
+    with smtp_server(handler) as port:
+        mailer = SmtpMailer("127.0.0.1", port, timeout=5)
+        with pytest.raises(TransientError, match="451"):
+            mailer.send(invoice_message("F2026-000001"))
+        handler.data_reply = None
+        mailer.send(invoice_message("F2026-000002"))
+        mailer.close()
+
+    assert len(handler.connections) == 2 and len(handler.received) == 1
+
+
+def test_connection_idle_too_long_is_not_reused() -> None:
+    """Past max_idle an idle connection is closed rather than tried."""
+    handler = Recorder()
+    with smtp_server(handler) as port:
+        mailer = SmtpMailer("127.0.0.1", port, timeout=5, max_idle=0.0)
+        mailer.send(invoice_message("F2026-000001"))
+        time.sleep(0.01)
+        mailer.send(invoice_message("F2026-000002"))
+        mailer.close()
+
+    assert len(handler.connections) == 2 and len(handler.received) == 2
+
+
+def test_concurrent_sends_deliver_each_message_once() -> None:
+    """8 threads share one mailer: every message arrives exactly once, over at most one
+    connection per thread."""
+    handler = Recorder()
+    msgs = [
+        invoice_message(f"F2026-{n:06d}", buyer_email=f"buyer{n}@example.fr") for n in range(80)
+    ]
+    with with_auth(handler) as port:
+        mailer = SmtpMailer("127.0.0.1", port, USER, PASSWORD, timeout=5)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            wheres = list(pool.map(mailer.send, msgs))
+        mailer.close()
+
+    assert wheres == [f"smtp:127.0.0.1:{port}"] * 80
+    assert sorted(msg["Message-ID"] for msg in msgs) == sorted(handler.message_ids())
+    assert sorted(f"buyer{n}@example.fr" for n in range(80)) == sorted(
+        r["rcpt_tos"][0] for r in handler.received
+    )
+    assert len(handler.connections) <= 8
+
+
+def test_no_tls_context_for_a_plain_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading the CA store is slow: not done at all when the server offers no TLS."""
+    calls: list[object] = []
+    real = ssl.create_default_context
+
+    def counting(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", counting)
+    handler = Recorder()
+    with smtp_server(handler) as port:
+        mailer = SmtpMailer("127.0.0.1", port, timeout=5, max_idle=0.0)  # a new connection each
+        mailer.send(invoice_message("F2026-000001"))
+        mailer.send(invoice_message("F2026-000002"))
+        mailer.close()
+
+    assert (calls, len(handler.connections), len(handler.received)) == ([], 2, 2)
+
+
+def test_tls_context_is_made_once_per_mailer(
+    certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With STARTTLS on every new connection, the default context is still built once."""
+    calls: list[object] = []
+    real = ssl.create_default_context
+    server = server_context(certificate)
+
+    def trusting_test_ca(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        calls.append(args)
+        return real(cafile=str(certificate[0]))
+
+    monkeypatch.setattr(ssl, "create_default_context", trusting_test_ca)
+    handler = Recorder()
+    options = {"tls_context": server, "require_starttls": True}
+    with smtp_server(handler, authenticator=authenticator, **options) as port:
+        mailer = SmtpMailer("127.0.0.1", port, USER, PASSWORD, timeout=5, max_idle=0.0)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(mailer.send, [invoice_message(f"F2026-{n:06d}") for n in range(8)]))
+        mailer.close()
+
+    assert len(calls) == 1
+    assert [r["tls"] for r in handler.received] == [True] * 8
+    assert len(handler.connections) >= 2
