@@ -142,5 +142,8 @@ def run_worker(settings: Settings, *, from_parent: bool) -> int:
         await worker.stop()
 
     asyncio.run(main())
+    close = getattr(rt.mailer, "close", None)  # say goodbye to pooled SMTP connections
+    if callable(close):
+        close()
     rt.engine.dispose()
     return 0

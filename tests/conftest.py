@@ -236,10 +236,11 @@ class Service:
         self.env.setdefault("PUBLIC_URL", f"http://127.0.0.1:{self.port}")
         self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
         self.url = f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Service:
-        log = open(self.cwd / f"service-{self.port}.log", "ab")  # noqa: SIM115
+        self._log = log = open(self.cwd / f"service-{self.port}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "invoicing.cli", "serve", "--port", str(self.port)],
             env=self.env,
@@ -275,6 +276,8 @@ class Service:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        if self._log is not None:
+            self._log.close()
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30)
