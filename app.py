@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
+import anyio.to_thread
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -20,6 +23,7 @@ from invoicing.errors import BadRequest
 from invoicing.intake import record
 from invoicing.runtime import Runtime, build_runtime
 from invoicing.settings import Settings
+from invoicing.store import is_postgres
 from invoicing.supervisor import WorkerProcess
 
 MAX_BODY = 1024 * 1024
@@ -63,14 +67,17 @@ async def stripe_webhook(request: Request) -> Response:
         result = stripe_events.to_sale(event, rt.settings.payment_intent_grace_seconds)
     except BadRequest as exc:
         return error(400, str(exc))
-    outcome = await run_in_threadpool(
-        record,
-        rt.engine,
-        source="stripe",
-        event_id=event["id"],
-        event_type=event["type"],
-        raw=body.decode("utf-8"),
-        result=result,
+    outcome = await anyio.to_thread.run_sync(
+        functools.partial(
+            record,
+            rt.engine,
+            source="stripe",
+            event_id=event["id"],
+            event_type=event["type"],
+            raw=body.decode("utf-8"),
+            result=result,
+        ),
+        limiter=request.app.state.intake_limiter,
     )
     worker: WorkerProcess | None = request.app.state.worker
     if outcome.status == "accepted" and worker is not None:
@@ -132,6 +139,9 @@ def create_app(
         worker = WorkerProcess(settings) if start_worker else None
         app.state.runtime = rt
         app.state.worker = worker
+        # SQLite takes one writer at a time: more intake threads would only queue on its
+        # lock and fight over the interpreter lock. PostgreSQL takes them in parallel.
+        app.state.intake_limiter = anyio.CapacityLimiter(16 if is_postgres(rt.engine) else 1)
         if worker is not None:
             worker.start()  # picks up whatever the last run left pending
         try:

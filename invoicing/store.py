@@ -7,6 +7,8 @@ several machines; row locks and ``SKIP LOCKED`` keep them apart.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 import weakref
 from collections.abc import Iterator
@@ -169,23 +171,49 @@ def normalise_url(url: str) -> str:
     return url
 
 
-# SQLite has one write lock per file. Writers of this process queue on a Python lock
-# first: a thread waiting there wakes the moment the lock is free, while one refused by
-# SQLite sleeps in its busy handler (1, 2, 5 … 100 ms), which is what made webhook acks
-# slow whenever the worker was writing. Other processes still meet busy_timeout.
-_write_locks: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+# SQLite has one write lock per file, and a writer refused it sleeps in SQLite's busy
+# handler (1, 2, 5 … 100 ms) before trying again: that made webhook acks take tens of ms
+# whenever the worker was writing. So writers queue before they ask SQLite: threads of a
+# process on a Python lock, processes (the web server and its worker child) on flock() of a
+# file beside the database. Both wake a waiter the moment the holder lets go.
+class _WriteLock:
+    def __init__(self, database: Path | None) -> None:
+        self.thread_lock = threading.Lock()
+        self.fd: int | None = None
+        if database is not None:
+            self.fd = os.open(f"{database}.writelock", os.O_RDWR | os.O_CREAT, 0o600)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self.thread_lock:
+            if self.fd is None:
+                yield
+                return
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+_write_locks: weakref.WeakKeyDictionary[Engine, _WriteLock] = weakref.WeakKeyDictionary()
 _writing = threading.local()
 
 
 @contextmanager
 def write(engine: Engine) -> Iterator[Connection]:
-    """A write transaction: ``BEGIN IMMEDIATE`` on SQLite, queued on this process's lock."""
+    """A write transaction: ``BEGIN IMMEDIATE`` on SQLite, queued on the write lock first."""
     lock = _write_locks.get(engine)
     if lock is None:
         with engine.begin() as conn:
             yield conn
         return
-    with lock:
+    with lock.held():
         _writing.active = True
         try:
             with engine.begin() as conn:
@@ -217,7 +245,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             writing = getattr(_writing, "active", False)
             conn.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
 
-        _write_locks[engine] = threading.Lock()
+        database = engine.url.database
+        on_disk = database is not None and database not in ("", ":memory:")
+        lock = _WriteLock(Path(database).resolve() if database and on_disk else None)
+        _write_locks[engine] = lock
+        weakref.finalize(engine, lock.close)
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 10)
