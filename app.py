@@ -74,7 +74,7 @@ async def stripe_webhook(request: Request) -> Response:
             source="stripe",
             event_id=event["id"],
             event_type=event["type"],
-            raw=body.decode("utf-8"),
+            raw=body.decode("utf-8"),  # parse() has checked it is UTF-8
             result=result,
         ),
         limiter=request.app.state.intake_limiter,

@@ -46,7 +46,7 @@ def verify(body: bytes, header: str | None, secret: str, now: float | None = Non
         raise BadRequest("Stripe-Signature must carry t=… and v1=…")
     signed = str(timestamp).encode() + b"." + body
     expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
-    if not any(hmac.compare_digest(expected, sig) for sig in signatures):
+    if not any(hmac.compare_digest(expected.encode(), sig.encode()) for sig in signatures):
         raise BadRequest("signature does not match the body (check STRIPE_WEBHOOK_SECRET)")
     skew = (time.time() if now is None else now) - timestamp
     if skew > TOLERANCE_SECONDS:
@@ -57,8 +57,10 @@ def verify(body: bytes, header: str | None, secret: str, now: float | None = Non
 
 def parse(body: bytes) -> dict[str, Any]:
     try:
-        event = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        event = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BadRequest("body is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
         raise BadRequest(f"body is not JSON: {exc}") from None
     if not isinstance(event, dict):
         raise BadRequest("body is not a JSON object")
@@ -293,8 +295,23 @@ def to_sale(event: dict[str, Any], grace_seconds: float = 0.0) -> SaleDraft | Ig
     obj = event["data"]["object"]
     if not isinstance(obj.get("id"), str):
         raise BadRequest("data.object has no id")
-    if kind.startswith("checkout.session."):
-        return _session(event, obj)
-    if kind == "invoice.paid":
-        return _invoice(event, obj)
-    return _payment_intent(event, obj, grace_seconds)
+    try:
+        if kind.startswith("checkout.session."):
+            result = _session(event, obj)
+        elif kind == "invoice.paid":
+            result = _invoice(event, obj)
+        else:
+            result = _payment_intent(event, obj, grace_seconds)
+    except (AttributeError, TypeError, ValueError, KeyError) as exc:
+        # A field of the wrong shape (a string where Stripe sends an object…).
+        raise BadRequest(f"{kind}: data.object is not shaped as Stripe sends it ({exc})") from None
+    if isinstance(result, SaleDraft):
+        _check_currency(result.currency)
+    return result
+
+
+def _check_currency(code: str) -> None:
+    from babel.numbers import get_currency_name
+
+    if not (len(code) == 3 and code.isalpha() and get_currency_name(code, locale="en") != code):
+        raise BadRequest(f"currency {code!r} is not an ISO 4217 code")

@@ -89,9 +89,9 @@ def run_demo() -> int:
     from invoicing.settings import load_settings
     from invoicing.store import invoices
 
-    env = dict(os.environ)
-    for key, value in DEMO_ENV.items():
-        env.setdefault(key, value)
+    # The demo's own database, folders and secret, whatever the shell has set: a demo sale
+    # must never take a number in a real series or leave through a real mail server.
+    env = {**os.environ, **DEMO_ENV}
     if not env.get("INVOICEHOOK_CONFIG") and not Path("invoicehook.toml").exists():
         env["INVOICEHOOK_CONFIG"] = "invoicehook.example.toml"
     port = _free_port()

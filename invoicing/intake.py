@@ -64,6 +64,9 @@ class _Statements:
         self.intent_owner = select(sales.c.id).where(
             sales.c.payment_intent == bindparam("pi"), sales.c.payment_key != bindparam("pi")
         )
+        self.invoiced_intent = select(sales.c.id).where(
+            sales.c.payment_key == bindparam("pi"), sales.c.status == "invoiced"
+        )
         self.intent_superseded = (
             update(sales)
             .where(sales.c.payment_key == bindparam("pi"), sales.c.status == "pending")
@@ -128,6 +131,10 @@ def _record_sale(conn: Connection, sql: _Statements, event_id: str, draft: SaleD
     if draft.payment_intent and draft.payment_key == draft.payment_intent:
         # A bare PaymentIntent: does a session or Stripe invoice we have already own it?
         owner = conn.execute(sql.intent_owner, {"pi": draft.payment_intent}).scalar()
+    elif draft.payment_intent:
+        # Its bare PaymentIntent came first and waited out its grace period: that sale is
+        # already invoiced, and this one is the same payment.
+        owner = conn.execute(sql.invoiced_intent, {"pi": draft.payment_intent}).scalar()
     now = utcnow()
     sale_id = conn.execute(
         sql.new_sale,

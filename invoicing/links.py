@@ -37,7 +37,7 @@ class LinkSigner:
         return hmac.new(self._key, number.encode(), hashlib.sha256).hexdigest()[:32]
 
     def verify(self, number: str, sig: str) -> bool:
-        return hmac.compare_digest(self.signature(number), sig)
+        return hmac.compare_digest(self.signature(number).encode(), sig.encode())
 
     def url(self, number: str) -> str:
         return (

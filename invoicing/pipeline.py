@@ -43,7 +43,10 @@ def process_sale(rt: Runtime, sale_id: int, checkpoint: Callable[[], None] = lam
     if row is None:
         if _owned_elsewhere(rt, sale):
             return f"payment {sale.payment_key} belongs to another sale; not invoiced"
-        row = issue(rt, sale, _lines(rt, sale))
+        issued = issue(rt, sale, _lines(rt, sale))
+        if issued is None:
+            return f"sale {sale_id} turned out to be a duplicate; not invoiced"
+        row = issued
     if row.stored_at is None:
         store_pdf(rt, row)
         row = load_invoice(rt, sale_id)
@@ -126,13 +129,18 @@ def _tax_lines(sale: Row[Any], lines: list[dict[str, Any]]) -> list[dict[str, An
     return list(by_rate.values())
 
 
-def issue(rt: Runtime, sale: Row[Any], lines: list[dict[str, Any]]) -> Row[Any]:
-    """Number the invoice and store everything it says, in one transaction."""
+def issue(rt: Runtime, sale: Row[Any], lines: list[dict[str, Any]]) -> Row[Any] | None:
+    """Number the invoice and store everything it says, in one transaction.
+
+    None when the sale became a duplicate meanwhile (its owning session arrived)."""
     settings = rt.settings
     with write(rt.engine) as conn:
         existing = conn.execute(select(invoices).where(invoices.c.sale_id == sale.id)).first()
         if existing is not None:  # a lease ran out while the first worker was issuing it
             return existing
+        status = conn.execute(select(sales.c.status).where(sales.c.id == sale.id)).scalar()
+        if status != "pending":
+            return None
         allocation = allocate(
             conn,
             settings.invoice,

@@ -10,6 +10,7 @@ with their error until someone replays them.
 from __future__ import annotations
 
 import random
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -25,6 +26,7 @@ class Job:
     kind: str
     sale_id: int
     attempts: int
+    owner: str  # this claim's token: a lease is checked against the claim, not the process
 
 
 _NEW_JOB = insert(jobs).returning(jobs.c.id)  # built once: it runs on every webhook
@@ -50,6 +52,7 @@ def enqueue(conn: Connection, kind: str, sale_id: int, run_after: datetime | Non
 def claim(engine: Engine, worker: str, lease_seconds: float) -> Job | None:
     """Take the oldest job that is due, or else one whose holder's lease ran out."""
     now = utcnow()
+    owner = f"{worker}/{uuid.uuid4().hex[:12]}"  # two loops of one process are two owners
     columns = (jobs.c.id, jobs.c.kind, jobs.c.sale_id, jobs.c.attempts)
     # Two plain queries rather than one OR, so each walks the (state, run_after) index.
     candidates = (
@@ -76,25 +79,25 @@ def claim(engine: Engine, worker: str, lease_seconds: float) -> Job | None:
             .where(jobs.c.id == row.id)
             .values(
                 state="running",
-                locked_by=worker,
+                locked_by=owner,
                 locked_until=now + timedelta(seconds=lease_seconds),
                 updated_at=now,
             )
         )
-    return Job(id=row.id, kind=row.kind, sale_id=row.sale_id, attempts=row.attempts)
+    return Job(id=row.id, kind=row.kind, sale_id=row.sale_id, attempts=row.attempts, owner=owner)
 
 
 class LeaseLost(Exception):
     """Another worker took this job over (our lease ran out): stop before any side effect."""
 
 
-def renew(engine: Engine, job: Job, worker: str, lease_seconds: float) -> None:
+def renew(engine: Engine, job: Job, lease_seconds: float) -> None:
     """Extend our lease, or raise LeaseLost if the job is no longer ours."""
     now = utcnow()
     with write(engine) as conn:
         result = conn.execute(
             update(jobs)
-            .where(jobs.c.id == job.id, jobs.c.locked_by == worker, jobs.c.state == "running")
+            .where(jobs.c.id == job.id, jobs.c.locked_by == job.owner, jobs.c.state == "running")
             .values(locked_until=now + timedelta(seconds=lease_seconds), updated_at=now)
         )
     if result.rowcount != 1:
@@ -105,7 +108,7 @@ def complete(engine: Engine, job: Job) -> None:
     with write(engine) as conn:
         conn.execute(
             update(jobs)
-            .where(jobs.c.id == job.id)
+            .where(jobs.c.id == job.id, jobs.c.locked_by == job.owner)
             .values(state="done", locked_by=None, locked_until=None, updated_at=utcnow())
         )
 
@@ -132,7 +135,7 @@ def fail(
     with write(engine) as conn:
         conn.execute(
             update(jobs)
-            .where(jobs.c.id == job.id)
+            .where(jobs.c.id == job.id, jobs.c.locked_by == job.owner)  # not if taken over
             .values(
                 state="dead" if dead else "pending",
                 attempts=attempts,

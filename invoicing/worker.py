@@ -71,7 +71,7 @@ class Worker:
             return False
 
         def checkpoint() -> None:
-            queue.renew(self.rt.engine, job, self.rt.worker_id, settings.job_lease_seconds)
+            queue.renew(self.rt.engine, job, settings.job_lease_seconds)
 
         try:
             result = process_sale(self.rt, job.sale_id, checkpoint)

@@ -261,3 +261,16 @@ def test_check_reaches_stripe(runtime: Runtime) -> None:
     wrong = replace(settings, stripe_api_key=Secret("sk_test_wrong"))
     with pytest.raises(PermanentError, match="check STRIPE_API_KEY"):
         _stripe(wrong)
+
+
+def test_session_arriving_after_its_intent_was_invoiced(runtime: Runtime) -> None:
+    """The intent waited out its grace and was invoiced; its late session is a duplicate."""
+    pi_sale = sell(runtime, payment_intent_event("pi_test_1"))
+    process_sale(runtime, pi_sale)
+    session_sale = sell(runtime, checkout_event(1))
+    Worker(runtime).drain()
+    assert (status_of(runtime, pi_sale), status_of(runtime, session_sale)) == (
+        "invoiced",
+        "duplicate",
+    )
+    assert load_invoice(runtime, session_sale) is None

@@ -180,3 +180,46 @@ def test_healthz_is_503_when_the_database_is_gone(client: TestClient) -> None:
         rt.engine = healthy_engine
     assert response.status_code == 503
     assert response.json()["database"].startswith("unreachable")
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda o: o.update(customer_details="Léa"), "not shaped as Stripe sends it"),
+        (lambda o: o["line_items"].update(data=[1]), "not shaped as Stripe sends it"),
+        (lambda o: o.update(currency="euro"), "not an ISO 4217 code"),
+        (lambda o: o.update(currency="xyz"), "not an ISO 4217 code"),
+    ],
+)
+def test_signed_but_misshapen_objects_are_400(client: TestClient, mutate, reason: str) -> None:  # type: ignore[no-untyped-def]
+    """A field of the wrong shape is a 400 naming the problem, never a 500."""
+    event = checkout_event(1)
+    mutate(event["data"]["object"])
+    response = post_event(client, event)  # type: ignore[arg-type]
+    assert response.status_code == 400
+    assert reason in response.json()["error"]
+
+
+def test_non_ascii_and_non_utf8_input_is_refused_cleanly(client: TestClient) -> None:
+    """Odd bytes in a signature, a link or the body are 400/403, never a 500."""
+    body = json.dumps(checkout_event(1)).encode()
+    header = sign(body).split(",v1=")[0] + ",v1=\u00e9"
+    bad_sig = client.post(
+        "/webhooks/stripe", content=body, headers={"Stripe-Signature": header.encode("utf-8")}
+    )
+    assert bad_sig.status_code == 400
+    utf16 = json.dumps(checkout_event(2)).encode("utf-16")
+    not_utf8 = client.post(
+        "/webhooks/stripe", content=utf16, headers={"Stripe-Signature": sign_bytes(utf16)}
+    )
+    assert (not_utf8.status_code, not_utf8.json()["error"]) == (400, "body is not UTF-8 text")
+    assert client.get("/invoices/F2026-000001.pdf?sig=%C3%A9").status_code == 403
+
+
+def sign_bytes(body: bytes) -> str:
+    import hashlib
+    import hmac
+
+    stamp = int(time.time())
+    digest = hmac.new(SECRET.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={stamp},v1={digest}"
