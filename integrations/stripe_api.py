@@ -24,7 +24,10 @@ class StripeApi:
     def session_lines(self, session_id: str) -> list[dict[str, Any]]:
         """Every line item of a Checkout Session, all pages, as invoice lines."""
         try:
-            page = self._client.v1.checkout.sessions.line_items.list(session_id, {"limit": 100})
+            # Taxes are expanded so each line carries its VAT rate (Stripe Tax or tax rates).
+            page = self._client.v1.checkout.sessions.line_items.list(
+                session_id, {"limit": 100, "expand": ["data.taxes"]}
+            )
             return [checkout_line(item.to_dict()) for item in page.auto_paging_iter()]
         except self._stripe.StripeError as exc:
             raise self._classify(exc) from exc

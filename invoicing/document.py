@@ -145,7 +145,7 @@ class InvoiceRenderer:
     def _row(line: Line, money: _Money, t: dict[str, Any], lang: str, taxed: bool) -> list[str]:
         row = [line.description, format_number(line.quantity, lang), money(line.unit_amount)]
         if taxed:
-            row.append(_rate(line.tax_rate, t, lang) if line.tax_rate is not None else "—")
+            row.append(_rate(line.tax_rate, t, lang) if line.tax_rate else "—")
         row.append(money(line.amount))
         return row
 
@@ -158,9 +158,10 @@ class InvoiceRenderer:
         rows = [{"label": t["subtotal"], "value": money(invoice.subtotal), "strong": False}]
         if regime in TAXED_REGIMES and invoice.tax_lines:
             for tax in invoice.tax_lines:
-                label = t["tax_line"].format(
-                    label=tax.label or t["tax"], rate=_rate(tax.rate, t, lang)
-                )
+                # Stripe tells the rate only when line taxes are expanded; without it the
+                # line still shows the VAT it charged, just without a percentage.
+                rate = _rate(tax.rate, t, lang) if tax.rate else ""
+                label = t["tax_line"].format(label=tax.label or t["tax"], rate=rate).strip()
                 rows.append({"label": label, "value": money(tax.amount), "strong": False})
         else:
             rows.append({"label": t["tax"], "value": money(invoice.tax), "strong": False})

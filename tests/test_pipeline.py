@@ -144,3 +144,23 @@ def test_a_worker_whose_job_was_taken_over_sends_nothing(
     assert not list(outbox.glob("*.eml"))
     process_sale(runtime, sale_id, lambda: queue.renew(runtime.engine, fast, 60))
     assert len(list(outbox.glob("*.eml"))) == 1
+
+
+@pytest.mark.parametrize("regime", ["standard", "oss"])
+def test_taxed_sale_without_rates_is_invoiced(tmp_path: Path, regime: str) -> None:
+    """Stripe charged VAT but sent no rate: the invoice shows HT, the VAT and TTC anyway."""
+    config = write_config(tmp_path, vat={"regime": regime}, seller={"vat_number": "FR12123456789"})
+    env = {
+        "INVOICEHOOK_CONFIG": str(config),
+        "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite",
+        "STORAGE_URL": f"file://{tmp_path}/invoices",
+        "EMAIL_URL": f"file://{tmp_path}/outbox",
+    }
+    rt = build_runtime(load_settings(env))
+    sale_id = sell(rt, checkout_event(1, amount=12000, tax=2000))
+    assert process_sale(rt, sale_id).endswith("done")
+    row = load_invoice(rt, sale_id)
+    assert row is not None and row.email_status == "sent"
+    text = pdf_text(rt.storage.get(row.pdf_key))
+    assert "100,00 €" in text and "20,00 €" in text and "120,00 €" in text
+    assert "TVA" in text and "FR12123456789" in text
