@@ -11,6 +11,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -142,14 +143,24 @@ def _choice(table: Mapping[str, Any], section: str, key: str, default: str, allo
     return str(value)
 
 
-def check_pattern(key: str, pattern: str) -> None:
-    """A number pattern must have {seq} and give numbers the e-invoicing rules accept."""
+def check_pattern(key: str, pattern: str, reset: str) -> None:
+    """A number pattern must have {seq}, name its reset period, and give numbers the
+    e-invoicing rules accept; checked with the values numbering really passes."""
+    from invoicing.numbering import format_number
+
     if "{seq" not in pattern:
         raise SettingsError(
             f"{key} in the config: expected a pattern with {{seq}}, got {pattern!r}"
         )
+    needed = {"yearly": ("{year",), "monthly": ("{year", "{month")}.get(reset, ())
+    for part in needed:
+        if part not in pattern:
+            raise SettingsError(
+                f"{key} in the config: a {reset} reset needs {part}}} in the pattern, or two "
+                f"periods would give the same numbers; got {pattern!r}"
+            )
     try:
-        sample = pattern.format(year=2026, month=12, seq=999999)
+        sample = format_number(pattern, 999999, datetime(2026, 12, 31, tzinfo=UTC))
     except (KeyError, ValueError, IndexError) as exc:
         raise SettingsError(
             f"{key} in the config: expected only {{year}}, {{month}} and {{seq}}, got {pattern!r}"
@@ -159,6 +170,21 @@ def check_pattern(key: str, pattern: str) -> None:
             f"{key} in the config: numbers must be at most 35 letters, digits or + - _ /, "
             f"got {sample!r}"
         )
+
+
+def _email_url(env: Mapping[str, str]) -> str:
+    """EMAIL_URL, checked the way the mailer will read it (host, port), at start-up."""
+    from integrations.mailer import mailer_from_url
+
+    url = _url(env, "EMAIL_URL", "file://var/outbox", ("file", "smtp", "smtps"))
+    mailer_from_url(url)
+    return url
+
+
+def _check_subject(subject: str) -> None:
+    from invoicing.message import render_subject
+
+    render_subject(subject, number="F2026-000001", seller="Seller", amount="1,00 €")
 
 
 def _seller(data: Mapping[str, Any]) -> Seller:
@@ -213,26 +239,35 @@ def load_settings(env: Mapping[str, str], config: Mapping[str, Any] | None = Non
         number_reset=_choice(inv, "invoice", "number_reset", "yearly", RESETS),
         credit_note_pattern=str(inv.get("credit_note_pattern", InvoiceOptions.credit_note_pattern)),
     )
-    check_pattern("invoice.number_pattern", options.number_pattern)
-    check_pattern("invoice.credit_note_pattern", options.credit_note_pattern)
+    check_pattern("invoice.number_pattern", options.number_pattern, options.number_reset)
+    check_pattern("invoice.credit_note_pattern", options.credit_note_pattern, options.number_reset)
     seller = _seller(data)
+    regime = _choice(_table(data, "vat"), "vat", "regime", "franchise", REGIMES)
+    if regime in ("standard", "oss", "reverse-charge") and not seller.vat_number:
+        raise SettingsError(
+            f"seller.vat_number in the config: required with vat.regime = {regime!r} "
+            "(an invoice that charges or reverse-charges VAT must show it)"
+        )
     mail = _table(data, "email")
     sender = str(mail.get("from") or seller.email)
     if "@" not in sender:
         raise SettingsError(f"email.from in the config: expected an email address, got {sender!r}")
+    subject = mail.get("subject") or None
+    if subject is not None:
+        _check_subject(str(subject))
     public_url = env.get("PUBLIC_URL", "").strip() or "http://localhost:8000"
     if urlsplit(public_url).scheme not in ("http", "https"):
         raise SettingsError(f"PUBLIC_URL: expected http(s)://host, got {public_url!r}")
     return Settings(
         seller=seller,
         invoice=options,
-        regime=_choice(_table(data, "vat"), "vat", "regime", "franchise", REGIMES),
-        email=EmailOptions(sender=sender, subject=mail.get("subject") or None),
+        regime=regime,
+        email=EmailOptions(sender=sender, subject=subject),
         database_url=_url(
             env, "DATABASE_URL", "sqlite:///var/invoicehook.db", ("sqlite", "postgresql")
         ),
         storage_url=_url(env, "STORAGE_URL", "file://var/invoices", ("file",)),
-        email_url=_url(env, "EMAIL_URL", "file://var/outbox", ("file", "smtp", "smtps")),
+        email_url=_email_url(env),
         public_url=public_url.rstrip("/"),
         stripe_webhook_secret=_secret(env, "STRIPE_WEBHOOK_SECRET"),
         stripe_api_key=_secret(env, "STRIPE_API_KEY"),

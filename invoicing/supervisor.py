@@ -139,7 +139,7 @@ def run_worker(settings: Settings, *, from_parent: bool) -> int:
 
             threading.Thread(target=listen, name="parent-pipe", daemon=True).start()
         await stop.wait()
-        await worker.stop()
+        await worker.stop(timeout=20)  # inside the parent's 25 s, inside Fly's kill_timeout
 
     asyncio.run(main())
     close = getattr(rt.mailer, "close", None)  # say goodbye to pooled SMTP connections

@@ -14,7 +14,7 @@ import logging
 import traceback
 
 from invoicing import queue
-from invoicing.errors import PermanentError
+from invoicing.errors import PermanentError, SettingsError
 from invoicing.pipeline import process_sale
 from invoicing.runtime import Runtime
 
@@ -79,7 +79,8 @@ class Worker:
             log.warning("job %s (sale %s): %s", job.id, job.sale_id, exc)
             return True
         except Exception as exc:
-            permanent = isinstance(exc, PermanentError)
+            # A setting that is wrong stays wrong until a person fixes it and replays.
+            permanent = isinstance(exc, PermanentError | SettingsError)
             state = queue.fail(
                 self.rt.engine,
                 job,

@@ -47,6 +47,9 @@ def test_200_concurrent_sales_two_processes(
     year = time.gmtime().tm_year
     assert sorted(r.number for r in rows) == [f"F{year}-{n:06d}" for n in range(1, 201)]
     assert len({r.sale_id for r in rows}) == 200
+    # .eml files are named after the invoice, so a second email would overwrite the first:
+    # the count that proves each invoice was emailed once is the database's.
+    assert {(r.email_status, r.email_count) for r in rows} == {("sent", 1)}
     # Numbers follow issue dates: sorting by number never goes back in time.
     by_seq = sorted(rows, key=lambda r: r.seq)
     assert all(a.issued_at <= b.issued_at for a, b in zip(by_seq, by_seq[1:], strict=False))
