@@ -14,6 +14,7 @@ import threading
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import typst
 from babel import Locale
@@ -92,7 +93,7 @@ class InvoiceRenderer:
         def pair(label: str, value: str) -> str:
             return t["pair"].format(label=label, value=value)
 
-        issued = _utc(invoice.issued_at).date()
+        issued = _local(invoice, invoice.issued_at).date()
         meta = [
             {"label": t["number"], "value": invoice.number},
             {"label": t["issue_date"], "value": format_date(issued, lang)},
@@ -180,7 +181,7 @@ def pdf_filename(invoice: Invoice) -> str:
 
 def storage_key(invoice: Invoice) -> str:
     """``2026/11/F2026-000123_dupont-zoe.pdf``: year and month of issue, then the file name."""
-    issued = _utc(invoice.issued_at)
+    issued = _local(invoice, invoice.issued_at)
     return f"{issued:%Y/%m}/{pdf_filename(invoice)}"
 
 
@@ -193,6 +194,12 @@ class _Money:
 
     def __call__(self, amount_minor: int) -> str:
         return format_money(amount_minor, self.currency, self.language)
+
+
+def _local(invoice: Invoice, moment: datetime) -> datetime:
+    """``moment`` on the seller's clock: an invoice issued at 00:30 in Paris on 1 January
+    belongs to the new year, whatever UTC says."""
+    return _utc(moment).astimezone(ZoneInfo(invoice.timezone))
 
 
 def _utc(moment: datetime) -> datetime:
@@ -248,7 +255,7 @@ def _paid_on(invoice: Invoice) -> date:
     if isinstance(paid, str):
         paid = datetime.fromisoformat(paid) if "T" in paid else date.fromisoformat(paid)
     if isinstance(paid, datetime):
-        return _utc(paid).date()
+        return _local(invoice, paid).date()
     if isinstance(paid, date):
         return paid
     return invoice.sale_date

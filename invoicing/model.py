@@ -70,4 +70,5 @@ class Invoice:
     tax_lines: tuple[TaxLine, ...] = ()
     payment_reference: str = ""
     language: str = "fr"  # "fr" | "en"
+    timezone: str = "UTC"  # the seller's: dates printed, filing month and number series
     extra: dict[str, Any] = field(default_factory=dict)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -69,15 +70,16 @@ def allocate(
 ) -> Allocation:
     """Take the next number of the series; call inside the transaction that stores the document."""
     pattern = options.number_pattern if kind == "invoice" else options.credit_note_pattern
+    zone = ZoneInfo(options.timezone)  # periods follow the seller's calendar, not UTC's
     while True:
-        series = series_key(kind, options.number_reset, utcnow())
+        series = series_key(kind, options.number_reset, utcnow().astimezone(zone))
         last = _lock_counter(conn, series)
         issued_at = utcnow().replace(microsecond=0)  # a legal date; Typst's timestamp too
         # The lock may have been granted after midnight on New Year's Eve: use the new period.
-        if series_key(kind, options.number_reset, issued_at) == series:
+        if series_key(kind, options.number_reset, issued_at.astimezone(zone)) == series:
             break
     seq = last + 1
-    number = format_number(pattern, seq, issued_at)
+    number = format_number(pattern, seq, issued_at.astimezone(zone))
     conn.execute(update(counters).where(counters.c.series == series).values(last_seq=seq))
     conn.execute(
         insert(allocations).values(

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from datetime import date
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
 from sqlalchemy.engine import Row
@@ -157,8 +158,11 @@ def issue(rt: Runtime, sale: Row[Any], lines: list[dict[str, Any]]) -> Row[Any] 
                 seq=allocation.seq,
                 kind="invoice",
                 issued_at=allocation.issued_at,
-                sale_date=as_utc(sale.paid_at).date(),
+                sale_date=as_utc(sale.paid_at)
+                .astimezone(ZoneInfo(settings.invoice.timezone))
+                .date(),
                 language=settings.invoice.language,
+                timezone=settings.invoice.timezone,
                 regime=settings.regime,
                 seller=_seller_json(settings.seller),
                 buyer=sale.buyer,
@@ -220,6 +224,7 @@ def to_document(row: Row[Any]) -> tuple[Invoice, Seller]:
         tax_lines=tuple(TaxLine(**t) for t in row.tax_lines),
         payment_reference=row.payment_reference,
         language=row.language,
+        timezone=row.timezone,
     )
     seller["address"] = tuple(seller.get("address") or ())
     return invoice, Seller(**seller)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from invoicing.errors import SettingsError
 from invoicing.model import Seller
@@ -55,6 +56,7 @@ class InvoiceOptions:
     number_pattern: str = "F{year}-{seq:06}"
     number_reset: str = "yearly"
     credit_note_pattern: str = "AV{year}-{seq:06}"
+    timezone: str = "Europe/Paris"
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,17 @@ def check_pattern(key: str, pattern: str, reset: str) -> None:
         )
 
 
+def _timezone(table: Mapping[str, Any]) -> str:
+    name = str(table.get("timezone", InvoiceOptions.timezone))
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(
+            f'invoice.timezone in the config: expected a zone such as "Europe/Paris", got {name!r}'
+        ) from None
+    return name
+
+
 def _email_url(env: Mapping[str, str]) -> str:
     """EMAIL_URL, checked the way the mailer will read it (host, port), at start-up."""
     from integrations.mailer import mailer_from_url
@@ -238,6 +251,7 @@ def load_settings(env: Mapping[str, str], config: Mapping[str, Any] | None = Non
         number_pattern=str(inv.get("number_pattern", InvoiceOptions.number_pattern)),
         number_reset=_choice(inv, "invoice", "number_reset", "yearly", RESETS),
         credit_note_pattern=str(inv.get("credit_note_pattern", InvoiceOptions.credit_note_pattern)),
+        timezone=_timezone(inv),
     )
     check_pattern("invoice.number_pattern", options.number_pattern, options.number_reset)
     check_pattern("invoice.credit_note_pattern", options.credit_note_pattern, options.number_reset)

@@ -87,6 +87,7 @@ invoices = Table(
     Column("issued_at", DateTime(timezone=True), nullable=False),
     Column("sale_date", Date, nullable=False),
     Column("language", String(2), nullable=False),
+    Column("timezone", String(64), nullable=False),
     Column("regime", String(20), nullable=False),
     Column("seller", JSON, nullable=False),  # as it was when issued: the PDF never changes
     Column("buyer", JSON, nullable=False),

@@ -109,6 +109,7 @@ def upgrade() -> None:
         sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("sale_date", sa.Date(), nullable=False),
         sa.Column("language", sa.String(length=2), nullable=False),
+        sa.Column("timezone", sa.String(length=64), nullable=False),
         sa.Column("regime", sa.String(length=20), nullable=False),
         sa.Column("seller", sa.JSON(), nullable=False),
         sa.Column("buyer", sa.JSON(), nullable=False),
