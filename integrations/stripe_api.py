@@ -32,10 +32,21 @@ class StripeApi:
         except self._stripe.StripeError as exc:
             raise self._classify(exc) from exc
 
-    def sessions_for_payment_intent(self, payment_intent: str) -> list[str]:
+    def owner_of_payment_intent(self, payment_intent: str) -> str | None:
+        """The Checkout Session or Stripe invoice that a PaymentIntent pays, if any.
+
+        Since API 2025-03-31 a PaymentIntent no longer names its invoice: subscriptions are
+        found through the InvoicePayments that point at it."""
         try:
-            page = self._client.v1.checkout.sessions.list({"payment_intent": payment_intent})
-            return [s.id for s in page.data]
+            sessions = self._client.v1.checkout.sessions.list({"payment_intent": payment_intent})
+            if sessions.data:
+                return str(sessions.data[0].id)
+            payments = self._client.v1.invoice_payments.list(
+                {"payment": {"type": "payment_intent", "payment_intent": payment_intent}}
+            )
+            if payments.data:
+                return str(payments.data[0].invoice)
+            return None
         except self._stripe.StripeError as exc:
             raise self._classify(exc) from exc
 

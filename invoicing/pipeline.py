@@ -80,8 +80,8 @@ def _owned_elsewhere(rt: Runtime, sale: Row[Any]) -> bool:
         ).scalar()
     # Asked outside any write transaction: the write lock is never held across the network.
     stripe = rt.stripe
-    if owner is None and stripe and stripe.sessions_for_payment_intent(sale.payment_intent):
-        owner = -1  # a session we have not received yet: its own event will bring the sale
+    if owner is None and stripe and stripe.owner_of_payment_intent(sale.payment_intent):
+        owner = -1  # a session or invoice whose own event brings (or brought) the sale
     if owner is None:
         return False
     with write(rt.engine) as conn:

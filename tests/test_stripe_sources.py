@@ -60,6 +60,18 @@ class FakeStripe(BaseHTTPRequestHandler):
             return self._send(
                 200, {"object": "list", "data": data, "has_more": False, "url": url.path}
             )
+        if url.path == "/v1/invoice_payments":
+            renewal = query.get("payment[payment_intent]") == ["pi_renewal"]
+            data = [{"id": "inpay_1", "object": "invoice_payment", "invoice": "in_9"}]
+            return self._send(
+                200,
+                {
+                    "object": "list",
+                    "data": data if renewal else [],
+                    "has_more": False,
+                    "url": url.path,
+                },
+            )
         self._send(404, {"error": {"message": "no such thing", "type": "invalid_request_error"}})
 
     @staticmethod
@@ -274,3 +286,11 @@ def test_session_arriving_after_its_intent_was_invoiced(runtime: Runtime) -> Non
         "duplicate",
     )
     assert load_invoice(runtime, session_sale) is None
+
+
+def test_subscription_renewal_intent_is_left_to_invoice_paid(runtime: Runtime) -> None:
+    """A renewal's payment_intent.succeeded: Stripe's InvoicePayments say an invoice owns it."""
+    pi_sale = sell(runtime, payment_intent_event("pi_renewal"))
+    process_sale(runtime, pi_sale)
+    assert status_of(runtime, pi_sale) == "duplicate"
+    assert any("invoice_payments" in path for path in FakeStripe.requests)
