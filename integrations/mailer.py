@@ -18,7 +18,6 @@ import os
 import re
 import smtplib
 import ssl
-import tempfile
 import threading
 import time
 import weakref
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urlsplit
 
+from integrations.storage import write_atomically
 from invoicing.errors import PermanentError, SettingsError, TransientError
 
 if TYPE_CHECKING:
@@ -82,17 +82,7 @@ class OutboxMailer:
         data = msg.as_bytes()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            # Write then rename: a reader never sees half a message under the final name.
-            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".eml")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomically(path, data)
         except OSError as exc:
             raise TransientError(f"outbox {self.folder}: cannot write {path.name}: {exc}") from exc
         return str(path)

@@ -34,17 +34,7 @@ class FileStorage:
     def put(self, key: str, data: bytes) -> str:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Write then rename, so a crash never leaves half a PDF under the final name.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(path, data)
         return str(path)
 
     def get(self, key: str) -> bytes:
@@ -55,6 +45,20 @@ class FileStorage:
 
     def __repr__(self) -> str:
         return f"FileStorage({str(self.root)!r})"
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write then rename: a crash or a reader never meets half a file under the final name."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def file_url_path(url: str) -> Path:
