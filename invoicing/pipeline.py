@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import date
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -48,13 +47,14 @@ def process_sale(rt: Runtime, sale_id: int, checkpoint: Callable[[], None] = lam
         if issued is None:
             return f"sale {sale_id} turned out to be a duplicate; not invoiced"
         row = issued
+    pdf = None
     if row.stored_at is None:
-        store_pdf(rt, row)
+        pdf = store_pdf(rt, row)
         row = load_invoice(rt, sale_id)
         assert row is not None
     if row.emailed_at is None and row.email_status != "skipped":
         checkpoint()
-        send_email(rt, row)
+        send_email(rt, row, pdf=pdf)
     return f"invoice {row.number} done"
 
 
@@ -197,7 +197,7 @@ def to_document(row: Row[Any]) -> tuple[Invoice, Seller]:
         number=row.number,
         kind=row.kind,
         issued_at=as_utc(row.issued_at),
-        sale_date=row.sale_date if isinstance(row.sale_date, date) else row.sale_date,
+        sale_date=row.sale_date,
         currency=row.currency,
         buyer=Buyer(
             name=buyer.get("name") or "",
@@ -235,7 +235,7 @@ def render_pdf(rt: Runtime, row: Row[Any]) -> bytes:
     return rt.renderer.render(invoice, seller, row.regime)
 
 
-def store_pdf(rt: Runtime, row: Row[Any]) -> None:
+def store_pdf(rt: Runtime, row: Row[Any]) -> bytes:
     from invoicing.document import storage_key
 
     invoice, _ = to_document(row)
@@ -248,10 +248,13 @@ def store_pdf(rt: Runtime, row: Row[Any]) -> None:
             .where(invoices.c.id == row.id)
             .values(pdf_key=key, pdf_sha256=hashlib.sha256(pdf).hexdigest(), stored_at=utcnow())
         )
+    return pdf
 
 
-def send_email(rt: Runtime, row: Row[Any], *, again: bool = False) -> str:
-    """Email the stored PDF to the buyer; ``again`` sends even if it was sent before."""
+def send_email(rt: Runtime, row: Row[Any], *, again: bool = False, pdf: bytes | None = None) -> str:
+    """Email the stored PDF to the buyer; ``again`` sends even if it was sent before.
+
+    ``pdf`` is the document just stored, when the caller has it: no need to read it back."""
     from invoicing.document import pdf_filename
     from invoicing.message import build_invoice_message
 
@@ -266,7 +269,8 @@ def send_email(rt: Runtime, row: Row[Any], *, again: bool = False) -> str:
         return "skipped: the sale has no buyer email"
     if row.emailed_at is not None and not again:
         return "already sent"
-    pdf = rt.storage.get(row.pdf_key)
+    if pdf is None:
+        pdf = rt.storage.get(row.pdf_key)
     message = build_invoice_message(
         invoice,
         seller,
