@@ -143,3 +143,44 @@ def test_worker_process_is_restarted_and_dies_with_its_parent(
     (second_child,) = children(service.proc.pid)
     service.kill()
     wait_until(lambda: not alive(second_child), timeout=10, what="the worker to follow its parent")
+
+
+def test_work_command_runs_the_queue_on_its_own(
+    service_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`invoicehook work` alone (as a second machine would run it) invoices what is queued
+    and stops cleanly on SIGTERM."""
+    import json as jsonlib
+
+    from integrations.stripe_events import parse, to_sale
+    from invoicing.intake import record
+    from invoicing.settings import load_settings
+    from invoicing.store import invoices, make_engine, migrate
+
+    engine = make_engine(service_env["DATABASE_URL"])
+    migrate(engine)
+    body = jsonlib.dumps(checkout_event(1)).encode()
+    event = parse(body)
+    load_settings(service_env)  # the same settings the worker will read
+    record(
+        engine,
+        source="stripe",
+        event_id=event["id"],
+        event_type=event["type"],
+        raw=body.decode(),
+        result=to_sale(event),
+    )
+    engine.dispose()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "invoicing.cli", "work"],
+        env={"PATH": "/usr/bin:/bin", **service_env},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        url = service_env["DATABASE_URL"]
+        wait_until(lambda: any(r.emailed_at for r in db_rows(url, invoices)), what="invoice sent")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
