@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 
 from invoicing.store import as_utc, is_postgres, jobs, utcnow, write
@@ -49,41 +49,51 @@ def enqueue(conn: Connection, kind: str, sale_id: int, run_after: datetime | Non
     return int(conn.execute(_NEW_JOB, values).scalar_one())
 
 
+# The claim runs for every job and every idle poll: its statements are built once.
+_COLUMNS = (jobs.c.id, jobs.c.kind, jobs.c.sale_id, jobs.c.attempts)
+# Two plain queries rather than one OR, so each walks the (state, run_after) index.
+_DUE = (
+    select(*_COLUMNS)
+    .where(jobs.c.state == "pending", jobs.c.run_after <= bindparam("now"))
+    .order_by(jobs.c.run_after, jobs.c.id)
+    .limit(1)
+)
+_ABANDONED = (
+    select(*_COLUMNS)
+    .where(jobs.c.state == "running", jobs.c.locked_until < bindparam("now"))
+    .order_by(jobs.c.locked_until, jobs.c.id)
+    .limit(1)
+)
+_CANDIDATES = {
+    False: (_DUE, _ABANDONED),
+    True: (_DUE.with_for_update(skip_locked=True), _ABANDONED.with_for_update(skip_locked=True)),
+}
+_TAKE = (
+    update(jobs)
+    .where(jobs.c.id == bindparam("job_id"))
+    .values(
+        state="running",
+        locked_by=bindparam("b_owner"),
+        locked_until=bindparam("b_until"),
+        updated_at=bindparam("b_now"),
+    )
+)
+
+
 def claim(engine: Engine, worker: str, lease_seconds: float) -> Job | None:
     """Take the oldest job that is due, or else one whose holder's lease ran out."""
     now = utcnow()
     owner = f"{worker}/{uuid.uuid4().hex[:12]}"  # two loops of one process are two owners
-    columns = (jobs.c.id, jobs.c.kind, jobs.c.sale_id, jobs.c.attempts)
-    # Two plain queries rather than one OR, so each walks the (state, run_after) index.
-    candidates = (
-        select(*columns)
-        .where(jobs.c.state == "pending", jobs.c.run_after <= now)
-        .order_by(jobs.c.run_after, jobs.c.id),
-        select(*columns)
-        .where(jobs.c.state == "running", jobs.c.locked_until < now)
-        .order_by(jobs.c.locked_until, jobs.c.id),
-    )
     with write(engine) as conn:
         row = None
-        for query in candidates:
-            query = query.limit(1)
-            if is_postgres(conn):
-                query = query.with_for_update(skip_locked=True)
-            row = conn.execute(query).first()
+        for query in _CANDIDATES[is_postgres(conn)]:
+            row = conn.execute(query, {"now": now}).first()
             if row is not None:
                 break
         if row is None:
             return None
-        conn.execute(
-            update(jobs)
-            .where(jobs.c.id == row.id)
-            .values(
-                state="running",
-                locked_by=owner,
-                locked_until=now + timedelta(seconds=lease_seconds),
-                updated_at=now,
-            )
-        )
+        until = now + timedelta(seconds=lease_seconds)
+        conn.execute(_TAKE, {"job_id": row.id, "b_owner": owner, "b_until": until, "b_now": now})
     return Job(id=row.id, kind=row.kind, sale_id=row.sale_id, attempts=row.attempts, owner=owner)
 
 
