@@ -2,7 +2,8 @@
 
 ``EMAIL_URL`` picks one: ``file://var/outbox`` writes ``.eml`` files (the default, and what
 tests and the demo read), ``smtp://user:pass@host:587`` (STARTTLS) and ``smtps://…:465``
-(implicit TLS) hand the message to a mail server.
+(implicit TLS) hand the message to a mail server, ``gmail://me`` sends it through the
+Gmail API (:mod:`integrations.gmail`).
 
 Failures are sorted for the worker: :class:`TransientError` when trying again later may
 work (refused connection, timeout, 4xx reply, dropped connection), :class:`PermanentError`
@@ -50,8 +51,16 @@ class Mailer(Protocol):
         ...
 
 
-def mailer_from_url(url: str) -> Mailer:
-    """The mailer that ``EMAIL_URL`` names; a :class:`SettingsError` if it names none."""
+def mailer_from_url(
+    url: str,
+    *,
+    google_credentials: str | None = None,
+    google_api_endpoint: str | None = None,
+) -> Mailer:
+    """The mailer that ``EMAIL_URL`` names; a :class:`SettingsError` if it names none.
+
+    ``gmail://…`` also needs ``GOOGLE_CREDENTIALS`` (and, in tests, ``GOOGLE_API_ENDPOINT``).
+    """
     scheme = url.split(":", 1)[0].strip().lower() if ":" in url else ""
     if scheme == "file":
         rest = url.split("://", 1)[1] if "://" in url else ""
@@ -59,10 +68,17 @@ def mailer_from_url(url: str) -> Mailer:
         return OutboxMailer(Path(unquote(rest)) if rest else Path("."))
     if scheme in ("smtp", "smtps"):
         return SmtpMailer.from_url(url)
-    # gmail://me (Gmail API with OAuth or a service account) comes in a later issue: it
-    # plugs in here as another Mailer, e.g. `if scheme == "gmail": return GmailMailer(...)`.
+    if scheme == "gmail":
+        # Imported here: the SMTP and file paths never load google-auth.
+        from integrations.gmail import GmailMailer
+
+        return GmailMailer.from_url(
+            url, google_credentials=google_credentials, google_api_endpoint=google_api_endpoint
+        )
     got = f"{scheme!r}" if scheme else "no scheme"
-    raise SettingsError(f"EMAIL_URL: expected file://…, smtp://… or smtps://…, got {got}")
+    raise SettingsError(
+        f"EMAIL_URL: expected file://…, smtp://…, smtps://… or gmail://…, got {got}"
+    )
 
 
 # -- file outbox ----------------------------------------------------------------------

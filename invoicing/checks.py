@@ -33,9 +33,9 @@ def _storage(settings: Settings) -> str:
 
 
 def _email(settings: Settings) -> str:
-    from integrations.mailer import mailer_from_url
+    from invoicing.runtime import mailer_for
 
-    mailer = mailer_from_url(settings.email_url)
+    mailer = mailer_for(settings)
     check = getattr(mailer, "check", None)
     return str(check()) if callable(check) else f"configured ({mailer!r})"
 

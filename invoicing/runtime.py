@@ -54,9 +54,19 @@ class Runtime:
         return self._stripe  # type: ignore[no-any-return]
 
 
-def build_runtime(settings: Settings, *, run_migrations: bool = True) -> Runtime:
+def mailer_for(settings: Settings) -> Mailer:
+    """The mailer EMAIL_URL names, with the Google credentials gmail:// needs."""
     from integrations.mailer import mailer_from_url
 
+    credentials = settings.google_credentials
+    return mailer_from_url(
+        settings.email_url,
+        google_credentials=credentials.reveal() if credentials else None,
+        google_api_endpoint=settings.google_api_endpoint,
+    )
+
+
+def build_runtime(settings: Settings, *, run_migrations: bool = True) -> Runtime:
     engine = make_engine(settings.database_url)
     if run_migrations:
         migrate(engine)
@@ -64,6 +74,6 @@ def build_runtime(settings: Settings, *, run_migrations: bool = True) -> Runtime
         settings=settings,
         engine=engine,
         storage=storage_from_url(settings.storage_url),
-        mailer=mailer_from_url(settings.email_url),
+        mailer=mailer_for(settings),
         links=LinkSigner(load_key(engine), settings.public_url),
     )

@@ -189,8 +189,20 @@ def _email_url(env: Mapping[str, str]) -> str:
     """EMAIL_URL, checked the way the mailer will read it (host, port), at start-up."""
     from integrations.mailer import mailer_from_url
 
-    url = _url(env, "EMAIL_URL", "file://var/outbox", ("file", "smtp", "smtps"))
-    mailer_from_url(url)
+    url = _url(env, "EMAIL_URL", "file://var/outbox", ("file", "smtp", "smtps", "gmail"))
+    credentials = env.get("GOOGLE_CREDENTIALS", "").strip() or None
+    if urlsplit(url).scheme == "gmail" and credentials is None:
+        raise SettingsError(
+            "GOOGLE_CREDENTIALS: required with EMAIL_URL=gmail://…; expected the JSON (inline or "
+            "a path) of an authorized user (personal Gmail) or a service account (Workspace)"
+        )
+    # For gmail://, this also reads the credentials JSON (no network), so a bad one stops
+    # start-up with a line naming GOOGLE_CREDENTIALS rather than failing the first email.
+    mailer_from_url(
+        url,
+        google_credentials=credentials,
+        google_api_endpoint=env.get("GOOGLE_API_ENDPOINT", "").strip() or None,
+    )
     return url
 
 

@@ -1,0 +1,276 @@
+"""Sending through the Gmail API (``EMAIL_URL=gmail://me`` or ``gmail://seller@domain``).
+
+The message is the one the SMTP backend sends, base64url-encoded into ``users.messages.send``.
+Gmail takes the recipients from its To/Cc/Bcc headers.
+
+Failures are sorted for the worker the way Google documents them: 429, 5xx and 403
+``rateLimitExceeded``/``userRateLimitExceeded`` are :class:`TransientError` (the job queue
+retries with backoff; the client itself never retries, since ``messages.send`` has no
+idempotency key and a retried 5xx may send twice); everything else is a
+:class:`PermanentError` whose message says what the seller must fix.
+
+``googleapiclient`` is imported on the first send, so the web process (which builds the
+mailer but never sends) does not load it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from email.message import EmailMessage
+from typing import Any
+from urllib.parse import unquote
+
+from google.auth import exceptions as auth_exceptions
+from google.auth.credentials import Credentials
+
+from integrations.google_auth import GMAIL_SEND, describe, kind_of, load_credentials, read_info
+from invoicing.errors import PermanentError, SettingsError, TransientError
+
+DEFAULT_TIMEOUT = 30.0
+RATE_LIMIT_REASONS = ("rateLimitExceeded", "userRateLimitExceeded")
+SCOPE_REASONS = ("insufficientPermissions", "ACCESS_TOKEN_SCOPE_INSUFFICIENT")
+REMINT = (
+    'mint a new refresh token (`invoicehook google-auth`, or the snippet under "Sending '
+    'through Gmail" in the README) and put it in GOOGLE_CREDENTIALS; '
+    'an OAuth app left in "Testing" loses its tokens after 7 days, publish it "In production"'
+)
+
+
+class GmailMailer:
+    """Sends as ``user_id`` ("me": the account that granted the token; else a Workspace user
+    a service account acts for). One API client per thread: httplib2 is not thread-safe."""
+
+    def __init__(
+        self,
+        user_id: str,
+        credentials: Credentials,
+        *,
+        api_endpoint: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        delegation_client_id: str | None = None,
+    ) -> None:
+        self.user_id = user_id
+        # The numeric client id an admin enters under domain-wide delegation.
+        self.delegation_client_id = delegation_client_id
+        self.credentials = credentials
+        self.api_endpoint = api_endpoint
+        self.timeout = timeout
+        self._local = threading.local()
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        google_credentials: str | None,
+        google_api_endpoint: str | None = None,
+        scopes: list[str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> GmailMailer:
+        rest = url.split("://", 1)[1] if "://" in url else ""
+        user_id = unquote(rest.split("/", 1)[0].split("?", 1)[0]).strip()
+        if not user_id or (user_id != "me" and "@" not in user_id.strip("@")):
+            raise SettingsError(
+                "EMAIL_URL: expected gmail://me or gmail://you@yourdomain, got "
+                f"{'gmail://' + user_id!r}"
+            )
+        if not google_credentials:
+            raise SettingsError(
+                "GOOGLE_CREDENTIALS: required with EMAIL_URL=gmail://…; expected the JSON of an "
+                "authorized user (personal Gmail) or of a service account (Workspace)"
+            )
+        info = read_info(google_credentials)
+        service_account = kind_of(info) == "service_account"
+        if service_account and user_id == "me":
+            # A service account has no mailbox of its own: Gmail answers 400 failedPrecondition.
+            raise SettingsError(
+                "EMAIL_URL: a service account sends as a Workspace user: use "
+                "gmail://you@yourdomain (and enable domain-wide delegation for it)"
+            )
+        credentials = load_credentials(
+            google_credentials,
+            scopes or [GMAIL_SEND],
+            subject=user_id if service_account else None,
+            api_endpoint=google_api_endpoint,
+        )
+        return cls(
+            user_id,
+            credentials,
+            api_endpoint=google_api_endpoint,
+            timeout=timeout,
+            delegation_client_id=str(info.get("client_id") or "") or None
+            if service_account
+            else None,
+        )
+
+    @property
+    def where(self) -> str:
+        return f"gmail:{self.user_id}"
+
+    def send(self, msg: EmailMessage) -> str:
+        raw = base64.urlsafe_b64encode(msg.as_bytes()).decode("ascii")
+        with self._classified("send"):
+            messages = self._service().users().messages()
+            request = messages.send(userId=self.user_id, body={"raw": raw})
+            result = request.execute(num_retries=0)
+        # Gmail's message id is the proof of sending.
+        return f"{self.where} id {result.get('id', '?')}"
+
+    def check(self) -> str:
+        """For `invoicehook check`: get a token (gmail.send alone cannot read the profile)."""
+        import google_auth_httplib2
+        import httplib2
+
+        with self._classified("token refresh"):
+            request = google_auth_httplib2.Request(httplib2.Http(timeout=self.timeout))
+            self.credentials.refresh(request)  # type: ignore[no-untyped-call]
+        granted = getattr(self.credentials, "granted_scopes", None) or []
+        if granted and GMAIL_SEND not in granted and "https://mail.google.com/" not in granted:
+            raise PermanentError(self._scope_message())
+        who = describe(self.credentials)
+        return f"Gmail API, sending as {self.user_id}: token obtained ({who})"
+
+    def close(self) -> None:
+        """Drop this thread's client; other threads' go with their thread."""
+        self._local.__dict__.clear()
+
+    def _service(self) -> Any:
+        service = getattr(self._local, "service", None)
+        if service is None:
+            import google_auth_httplib2
+            import httplib2
+            from googleapiclient.discovery import build
+
+            # http= rather than credentials=, to set a timeout (the library's default is 60 s).
+            http = google_auth_httplib2.AuthorizedHttp(
+                self.credentials, http=httplib2.Http(timeout=self.timeout)
+            )
+            service = build(
+                "gmail",
+                "v1",
+                http=http,
+                static_discovery=True,
+                cache_discovery=False,
+                client_options={"api_endpoint": self.api_endpoint} if self.api_endpoint else None,
+            )
+            self._local.service = service
+        return service
+
+    @contextmanager
+    def _classified(self, stage: str) -> Iterator[None]:
+        from googleapiclient.errors import HttpError
+
+        try:
+            yield
+        except (PermanentError, TransientError):
+            raise
+        except HttpError as exc:
+            status = int(exc.resp.status)
+            reason, message = _error_of(exc)
+            raise self._http_error(stage, status, reason, message) from exc
+        except auth_exceptions.RefreshError as exc:
+            raise self._refresh_error(exc) from exc
+        except auth_exceptions.TransportError as exc:
+            raise TransientError(self._say(f"{stage}: Google unreachable", exc)) from exc
+        except (OSError, TimeoutError) as exc:
+            raise TransientError(self._say(f"{stage} failed", exc)) from exc
+        except Exception as exc:
+            import httplib2
+
+            if isinstance(exc, httplib2.HttpLib2Error):
+                raise TransientError(self._say(f"{stage} failed", exc)) from exc
+            raise
+
+    def _http_error(
+        self, stage: str, status: int, reason: str, message: str
+    ) -> PermanentError | TransientError:
+        said = f"{stage}: {status} {reason or ''} {message}".replace("  ", " ").strip()
+        if status == 429 or status >= 500 or (status == 403 and reason in RATE_LIMIT_REASONS):
+            return TransientError(self._say(said))
+        if status == 403 and reason in SCOPE_REASONS:
+            return PermanentError(self._say(f"{said} — {self._scope_message()}"))
+        if status == 401:
+            return PermanentError(
+                self._say(f"{said} — Google refused the credentials; {self._fix_credentials()}")
+            )
+        if status == 403 and reason == "dailyLimitExceeded":
+            return PermanentError(
+                self._say(f"{said} — the daily sending limit is reached; replay the job tomorrow")
+            )
+        if status == 400 and reason == "failedPrecondition":
+            return PermanentError(self._say(f"{said} — {self._delegation_message()}"))
+        return PermanentError(self._say(said))
+
+    def _refresh_error(self, exc: auth_exceptions.RefreshError) -> PermanentError | TransientError:
+        text = str(exc.args[0]) if exc.args else str(exc)
+        if getattr(exc, "retryable", False):
+            return TransientError(self._say(f"token refresh failed: {text}"))
+        if self._is_service_account:
+            if "unauthorized_client" in text or "access_denied" in text:
+                return PermanentError(
+                    self._say(f"token refresh failed: {text} — {self._delegation_message()}")
+                )
+            return PermanentError(
+                self._say(f"token refresh failed: {text} — {self._fix_credentials()}")
+            )
+        if "invalid_grant" in text:
+            return PermanentError(
+                self._say(f"the refresh token is expired or revoked ({text}); {REMINT}")
+            )
+        return PermanentError(self._say(f"token refresh failed: {text} — {REMINT}"))
+
+    @property
+    def _is_service_account(self) -> bool:
+        return bool(getattr(self.credentials, "service_account_email", None))
+
+    def _scope_message(self) -> str:
+        if self._is_service_account:
+            return (
+                f"the token lacks the gmail.send scope ({GMAIL_SEND}); add it to the service "
+                "account's domain-wide delegation (Admin console › Security › API controls)"
+            )
+        return f"the token lacks the gmail.send scope ({GMAIL_SEND}); {REMINT} with that scope"
+
+    def _delegation_message(self) -> str:
+        email = getattr(self.credentials, "service_account_email", None) or "the service account"
+        client_id = f" (client id {self.delegation_client_id})" if self.delegation_client_id else ""
+        return (
+            f"for a Workspace service account, enable domain-wide delegation for {email}"
+            f"{client_id} with the scope {GMAIL_SEND}, and send as a user of the domain "
+            "(gmail://you@yourdomain)"
+        )
+
+    def _fix_credentials(self) -> str:
+        if self._is_service_account:
+            return "check the service account's key in GOOGLE_CREDENTIALS (it may be deleted)"
+        return REMINT
+
+    def _say(self, what: str, exc: BaseException | None = None) -> str:
+        text = f"Gmail {self.user_id}: {what}"
+        if exc is not None:
+            text += f": {type(exc).__name__}: {exc}"
+        return text
+
+    def __repr__(self) -> str:
+        return f"GmailMailer({self.user_id!r}, endpoint={self.api_endpoint!r})"
+
+
+def _error_of(exc: Any) -> tuple[str, str]:
+    """(reason, message) from Google's error JSON: ``{"error": {"errors": [{"reason"}]}}``."""
+    try:
+        data = json.loads(exc.content.decode("utf-8") if isinstance(exc.content, bytes) else "")
+        error = data.get("error", {}) if isinstance(data, dict) else {}
+    except (ValueError, AttributeError):
+        return "", ""
+    if not isinstance(error, dict):
+        return "", str(error)
+    reasons = [e.get("reason", "") for e in error.get("errors", []) if isinstance(e, dict)]
+    details = error.get("details", [])
+    # Newer APIs put the reason in details[].reason (ErrorInfo) instead of errors[].reason.
+    reasons += [d.get("reason", "") for d in details if isinstance(d, dict)]
+    reason = next((r for r in reasons if r), "") or str(error.get("status", ""))
+    return reason, str(error.get("message", ""))
