@@ -58,6 +58,17 @@ def _stripe(settings: Settings) -> str:
     return f"webhook secret set, {api.check()}"
 
 
+def _ledger(settings: Settings) -> str:
+    if settings.ledger_sheet is None:
+        return "not set (no Google Sheet ledger): LEDGER_SHEET is the Sheet's URL or id"
+    from invoicing.ledger import COLUMNS, DATE_COLUMNS
+    from invoicing.runtime import ledger_sheet_for
+
+    sheet = ledger_sheet_for(settings)
+    verdict = sheet.ensure_header(COLUMNS, DATE_COLUMNS)
+    return f"Google Sheet {settings.ledger_sheet}: {verdict}"
+
+
 def run_checks(settings: Settings) -> int:
     checks: list[tuple[str, Callable[[Settings], str]]] = [
         ("settings", lambda s: f"ok ({s.config_path or 'given'})"),
@@ -66,6 +77,7 @@ def run_checks(settings: Settings) -> int:
         ("email", _email),
         ("documents", _typst),
         ("stripe", _stripe),
+        ("ledger", _ledger),
     ]
     failed = 0
     for name, check in checks:

@@ -19,9 +19,11 @@ from sqlalchemy.engine import Row
 from invoicing.errors import PermanentError
 from invoicing.model import Buyer, Invoice, Line, Seller, TaxLine
 from invoicing.numbering import allocate
+from invoicing.queue import enqueue
 from invoicing.runtime import Runtime
 from invoicing.store import as_utc, invoices, sales, utcnow, write
 
+LEDGER_JOB = "ledger"  # invoicing.ledger handles it
 FALLBACK_LINE = {"fr": "Achat en ligne", "en": "Online purchase"}
 
 
@@ -178,6 +180,9 @@ def issue(rt: Runtime, sale: Row[Any], lines: list[dict[str, Any]]) -> Row[Any] 
             )
         )
         conn.execute(update(sales).where(sales.c.id == sale.id).values(status="invoiced"))
+        if settings.ledger_sheet is not None:
+            # Its own job, so a Sheet outage never holds up the email (nor the reverse).
+            enqueue(conn, LEDGER_JOB, sale.id)
         row = conn.execute(select(invoices).where(invoices.c.sale_id == sale.id)).first()
     assert row is not None
     return row

@@ -114,6 +114,31 @@ def renew(engine: Engine, job: Job, lease_seconds: float) -> None:
         raise LeaseLost(f"job {job.id} was taken over by another worker")
 
 
+class Postponed(Exception):
+    """The job cannot run yet (a rate limit, another writer busy): run it again later,
+    without counting an attempt."""
+
+    def __init__(self, seconds: float, reason: str) -> None:
+        super().__init__(reason)
+        self.seconds = seconds
+
+
+def postpone(engine: Engine, job: Job, seconds: float) -> None:
+    now = utcnow()
+    with write(engine) as conn:
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id == job.id, jobs.c.locked_by == job.owner)
+            .values(
+                state="pending",
+                run_after=now + timedelta(seconds=seconds),
+                locked_by=None,
+                locked_until=None,
+                updated_at=now,
+            )
+        )
+
+
 def complete(engine: Engine, job: Job) -> None:
     with write(engine) as conn:
         conn.execute(

@@ -19,6 +19,7 @@ from invoicing.store import make_engine, migrate
 
 if TYPE_CHECKING:
     from integrations.mailer import Mailer
+    from integrations.sheets import LedgerSheet
     from integrations.stripe_api import StripeApi
     from invoicing.document import InvoiceRenderer
 
@@ -33,6 +34,8 @@ class Runtime:
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     _renderer: Any = None
     _stripe: Any = None
+    _ledger: Any = None
+    ledger_ready: bool = False  # the header row was created or verified by this process
 
     @property
     def renderer(self) -> InvoiceRenderer:
@@ -52,6 +55,26 @@ class Runtime:
                 self.settings.stripe_api_key.reveal(), self.settings.stripe_api_base
             )
         return self._stripe  # type: ignore[no-any-return]
+
+    @property
+    def ledger(self) -> LedgerSheet | None:
+        """The ledger Sheet, or None without LEDGER_SHEET."""
+        if self._ledger is None and self.settings.ledger_sheet is not None:
+            self._ledger = ledger_sheet_for(self.settings)
+        return self._ledger  # type: ignore[no-any-return]
+
+
+def ledger_sheet_for(settings: Settings) -> LedgerSheet:
+    from integrations.sheets import LedgerSheet
+
+    assert settings.ledger_sheet is not None
+    credentials = settings.google_credentials
+    return LedgerSheet.from_settings(
+        settings.ledger_sheet,
+        settings.ledger_tab,
+        google_credentials=credentials.reveal() if credentials else None,
+        google_api_endpoint=settings.google_api_endpoint,
+    )
 
 
 def mailer_for(settings: Settings) -> Mailer:

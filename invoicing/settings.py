@@ -80,7 +80,8 @@ class Settings:
     stripe_api_base: str | None = None
     zapier_token: Secret | None = None
     admin_token: Secret | None = None
-    ledger_sheet: str | None = None
+    ledger_sheet: str | None = None  # the spreadsheet id (LEDGER_SHEET may be its URL)
+    ledger_tab: str = "Ledger"
     google_credentials: Secret | None = None
     google_api_endpoint: str | None = None
     worker_concurrency: int = 4
@@ -206,6 +207,20 @@ def _email_url(env: Mapping[str, str]) -> str:
     return url
 
 
+def _ledger_sheet(env: Mapping[str, str]) -> str | None:
+    value = env.get("LEDGER_SHEET", "").strip()
+    if not value:
+        return None
+    from integrations.sheets import sheet_id_of
+
+    if not env.get("GOOGLE_CREDENTIALS", "").strip():
+        raise SettingsError(
+            "GOOGLE_CREDENTIALS: required with LEDGER_SHEET; expected the JSON (inline or a "
+            "path) of a service account the Sheet is shared with, or of an authorized user"
+        )
+    return sheet_id_of(value)
+
+
 def _check_subject(subject: str) -> None:
     from invoicing.message import render_subject
 
@@ -300,7 +315,8 @@ def load_settings(env: Mapping[str, str], config: Mapping[str, Any] | None = Non
         stripe_api_base=env.get("STRIPE_API_BASE", "").strip() or None,
         zapier_token=_secret(env, "ZAPIER_TOKEN"),
         admin_token=_secret(env, "ADMIN_TOKEN"),
-        ledger_sheet=env.get("LEDGER_SHEET", "").strip() or None,
+        ledger_sheet=_ledger_sheet(env),
+        ledger_tab=_text(_table(data, "ledger"), "ledger", "tab", "Ledger"),
         google_credentials=_secret(env, "GOOGLE_CREDENTIALS"),
         google_api_endpoint=env.get("GOOGLE_API_ENDPOINT", "").strip() or None,
         worker_concurrency=int(_number(env, "WORKER_CONCURRENCY", 4, minimum=1)),
@@ -310,5 +326,9 @@ def load_settings(env: Mapping[str, str], config: Mapping[str, Any] | None = Non
         retry_max_seconds=_number(env, "RETRY_MAX_SECONDS", 3600, minimum=0),
         payment_intent_grace_seconds=_number(env, "PAYMENT_INTENT_GRACE_SECONDS", 120, minimum=0),
         config_path=path if config is None else None,
-        extra={k: v for k, v in data.items() if k not in ("seller", "invoice", "vat", "email")},
+        extra={
+            k: v
+            for k, v in data.items()
+            if k not in ("seller", "invoice", "vat", "email", "ledger")
+        },
     )

@@ -105,6 +105,8 @@ invoices = Table(
     Column("email_error", Text),
     Column("emailed_at", DateTime(timezone=True)),
     Column("email_count", Integer, nullable=False),
+    # When its row reached the ledger Sheet (None: not yet, or no Sheet configured).
+    Column("ledgered_at", DateTime(timezone=True)),
     UniqueConstraint("series", "seq", name="uq_invoices_series_seq"),
 )
 

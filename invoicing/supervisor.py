@@ -25,9 +25,12 @@ import struct
 import subprocess
 import sys
 import threading
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from invoicing.settings import Settings
+
+if TYPE_CHECKING:
+    from invoicing.runtime import Runtime
 
 log = logging.getLogger("invoicehook.supervisor")
 PARENT_GONE_EXIT = 70
@@ -107,6 +110,15 @@ def read_settings(stream: BinaryIO) -> Settings:
     return settings
 
 
+def _ledger_header(rt: Runtime) -> None:
+    from invoicing.ledger import ensure_header
+
+    try:
+        log.info("ledger: %s", ensure_header(rt))
+    except Exception as exc:  # the ledger job tries again before its first batch
+        log.warning("ledger: could not create or verify the header row: %s", exc)
+
+
 def run_worker(settings: Settings, *, from_parent: bool) -> int:
     """``invoicehook work``: the worker loops until SIGTERM/SIGINT (or the parent's death)."""
     from invoicing.runtime import build_runtime
@@ -117,6 +129,11 @@ def run_worker(settings: Settings, *, from_parent: bool) -> int:
         with contextlib.suppress(OSError):
             os.nice(10)
     rt = build_runtime(settings, run_migrations=not from_parent)
+    if rt.ledger is not None:
+        # In the background: a Sheet that is down must not hold up the emails.
+        threading.Thread(
+            target=_ledger_header, args=(rt,), name="ledger-header", daemon=True
+        ).start()
 
     async def main() -> None:
         worker = Worker(rt)

@@ -15,6 +15,7 @@ import traceback
 
 from invoicing import queue
 from invoicing.errors import PermanentError, SettingsError
+from invoicing.ledger import LEDGER_JOB, write_pending
 from invoicing.pipeline import process_sale
 from invoicing.runtime import Runtime
 
@@ -74,9 +75,16 @@ class Worker:
             queue.renew(self.rt.engine, job, settings.job_lease_seconds)
 
         try:
-            result = process_sale(self.rt, job.sale_id, checkpoint)
+            if job.kind == LEDGER_JOB:
+                result = write_pending(self.rt, job.sale_id, checkpoint)
+            else:
+                result = process_sale(self.rt, job.sale_id, checkpoint)
         except queue.LeaseLost as exc:
             log.warning("job %s (sale %s): %s", job.id, job.sale_id, exc)
+            return True
+        except queue.Postponed as later:
+            queue.postpone(self.rt.engine, job, later.seconds)
+            log.info("job %s (%s, sale %s): later: %s", job.id, job.kind, job.sale_id, later)
             return True
         except Exception as exc:
             # A setting that is wrong stays wrong until a person fixes it and replays.

@@ -1,4 +1,8 @@
-"""A local HTTP server playing Google: the OAuth token endpoint, Gmail v1 and Sheets v4.
+"""A local HTTP server playing Google: the OAuth token endpoint, Gmail v1 and Sheets v4
+(spreadsheets.get/batchUpdate — addSheet, repeatCell — and values.get/append/batchUpdate/clear).
+
+The token endpoint answers the ``authorization_code`` grant (codes scripted with
+``add_code``), ``refresh_token`` and the service accounts' JWT bearer grant.
 
 Point the code at it with ``GOOGLE_API_ENDPOINT=<fake.url>`` (tokens then come from
 ``<fake.url>/token``). Each API request is checked against the discovery document bundled
@@ -16,6 +20,7 @@ In a test module: ``@pytest.fixture def google_api(): with running() as fake: yi
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import secrets
@@ -88,6 +93,11 @@ class GoogleFake:
     expires_in: int = 3600
     # refresh token -> (client_id, client_secret, scopes it was granted)
     refresh_tokens: dict[str, tuple[str, str, set[str]]] = field(default_factory=dict)
+    # authorization code -> (client_id, client_secret, scopes granted, redirect_uri or None,
+    # PKCE S256 code_challenge or None); each code works once
+    auth_codes: dict[str, tuple[str, str, set[str], str | None, str | None]] = field(
+        default_factory=dict
+    )
     # service account email -> PEM public key
     service_accounts: dict[str, bytes] = field(default_factory=dict)
     # service accounts whose domain-wide delegation is not enabled (JWTs with "sub" refused)
@@ -103,6 +113,10 @@ class GoogleFake:
     # Who the sheets are shared with (a user or service account email); empty: everyone.
     shared: set[str] = field(default_factory=set)
     value_input_options: list[str] = field(default_factory=list)
+    # (valueInputOption, range, values) of every values.batchUpdate item
+    value_writes: list[tuple[str, str, list[list[Any]]]] = field(default_factory=list)
+    # (spreadsheet id, request) of every spreadsheets.batchUpdate request (formats, new tabs)
+    sheet_requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     # access token -> (expires at, scopes, subject, service account email)
     _tokens: dict[str, tuple[float, set[str], str | None, str | None]] = field(default_factory=dict)
     _failures: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
@@ -114,6 +128,24 @@ class GoogleFake:
         self, refresh_token: str, client_id: str, client_secret: str, scopes: set[str]
     ) -> None:
         self.refresh_tokens[refresh_token] = (client_id, client_secret, set(scopes))
+
+    def add_code(
+        self,
+        code: str,
+        client_id: str,
+        client_secret: str,
+        scopes: set[str],
+        redirect_uri: str | None = None,
+        code_challenge: str | None = None,
+    ) -> None:
+        """An authorization code as Google's consent screen would hand the browser."""
+        self.auth_codes[code] = (
+            client_id,
+            client_secret,
+            set(scopes),
+            redirect_uri,
+            code_challenge,
+        )
 
     def fail_next(self, api: str, status: int, reason: str = "", times: int = 1) -> None:
         """The next ``times`` calls to ``api`` ("gmail" or "sheets") answer ``status``."""
@@ -153,7 +185,16 @@ class GoogleFake:
         grant = form.get("grant_type")
         subject: str | None = None
         service_account: str | None = None
-        if grant == "refresh_token":
+        refresh_token: str | None = None
+        if grant == "authorization_code":
+            with self.lock:
+                known_code = self.auth_codes.pop(form.get("code", ""), None)
+            if known_code is None or not self._code_matches(known_code, form):
+                return 400, {"error": "invalid_grant", "error_description": "Bad Request"}
+            scopes = known_code[2]
+            refresh_token = "1//0" + secrets.token_urlsafe(24)
+            self.add_user(refresh_token, known_code[0], known_code[1], scopes)
+        elif grant == "refresh_token":
             known = self.refresh_tokens.get(form.get("refresh_token", ""))
             if known is None or known[:2] != (form.get("client_id"), form.get("client_secret")):
                 return 400, {"error": "invalid_grant", "error_description": "Bad Request"}
@@ -178,12 +219,31 @@ class GoogleFake:
         else:
             return 400, {"error": "unsupported_grant_type"}
         token = self.issue_token(scopes, subject, self.expires_in, service_account)
-        return 200, {
+        answer: dict[str, Any] = {
             "access_token": token,
             "expires_in": self.expires_in,
             "scope": " ".join(sorted(scopes)),
             "token_type": "Bearer",
         }
+        if refresh_token:
+            answer["refresh_token"] = refresh_token
+        return 200, answer
+
+    @staticmethod
+    def _code_matches(
+        known: tuple[str, str, set[str], str | None, str | None], form: dict[str, str]
+    ) -> bool:
+        """Client, redirect URI and PKCE verifier of an authorization_code exchange."""
+        client_id, client_secret, _, redirect_uri, challenge = known
+        if (form.get("client_id"), form.get("client_secret")) != (client_id, client_secret):
+            return False
+        if redirect_uri is not None and form.get("redirect_uri") != redirect_uri:
+            return False
+        if challenge is not None:
+            digest = hashlib.sha256(form.get("code_verifier", "").encode()).digest()
+            if base64.urlsafe_b64encode(digest).rstrip(b"=").decode() != challenge:
+                return False
+        return True
 
     def _verify_jwt(self, assertion: str) -> dict[str, Any] | None:
         from google.auth import jwt
@@ -382,6 +442,7 @@ class GoogleFake:
                 ref = _parse_a1(item["range"], sheet)
                 rows = sheet[ref.tab]
                 values = item.get("values") or []
+                self.value_writes.append((option, item["range"], values))
                 for offset, row in enumerate(values):
                     index = ref.row1 - 1 + offset
                     while len(rows) <= index:
@@ -409,6 +470,45 @@ class GoogleFake:
             "responses": responses,
         }
 
+    def values_clear(
+        self, sid: str, a1: str, auth: str, query: dict[str, list[str]], body: Any
+    ) -> Any:
+        self.check_shape("sheets", "spreadsheets.values.clear", "POST", query, body)
+        sheet = self._sheet(auth, sid)
+        ref = _parse_a1(a1, sheet)
+        with self.lock:
+            rows = sheet[ref.tab]
+            last = min(ref.row2 or len(rows), len(rows))
+            for row in rows[ref.row1 - 1 : last]:
+                end = min(ref.col2 or len(row), len(row))
+                for col in range(ref.col1 - 1, end):
+                    row[col] = ""
+            while rows and not any(c not in ("", None) for c in rows[-1]):
+                rows.pop()
+        return {"spreadsheetId": sid, "clearedRange": ref.text}
+
+    def spreadsheet_batch_update(
+        self, sid: str, auth: str, query: dict[str, list[str]], body: Any
+    ) -> Any:
+        self.check_shape("sheets", "spreadsheets.batchUpdate", "POST", query, body)
+        sheet = self._sheet(auth, sid)
+        replies: list[dict[str, Any]] = []
+        with self.lock:
+            for request in body.get("requests", []):
+                self.sheet_requests.append((sid, request))
+                if "addSheet" in request:
+                    title = request["addSheet"].get("properties", {}).get("title", "")
+                    if title in sheet:
+                        raise Refusal(400, "badRequest", f'A sheet with the name "{title}" exists')
+                    sheet[title] = []
+                    index = list(sheet).index(title)
+                    replies.append({"addSheet": {"properties": {"sheetId": index, "title": title}}})
+                elif "repeatCell" in request:
+                    replies.append({})
+                else:
+                    raise Refusal(400, "badRequest", f"the fake does not play {sorted(request)}")
+        return {"spreadsheetId": sid, "replies": replies}
+
 
 # -- A1 notation ------------------------------------------------------------------------------
 
@@ -429,8 +529,10 @@ _CELL = re.compile(r"^([A-Z]*)(\d*)$")
 def _parse_a1(a1: str, sheet: dict[str, list[list[Any]]]) -> _Ref:
     tab, _, cells = a1.rpartition("!")
     if not tab:
-        tab, cells = (a1, "") if a1 in sheet else (next(iter(sheet)), a1)
-    tab = tab[1:-1].replace("''", "'") if tab.startswith("'") and tab.endswith("'") else tab
+        bare = a1[1:-1].replace("''", "'") if len(a1) > 1 and a1[0] == a1[-1] == "'" else a1
+        tab, cells = (bare, "") if bare in sheet else (next(iter(sheet)), a1)
+    if cells and tab.startswith("'") and tab.endswith("'"):
+        tab = tab[1:-1].replace("''", "'")
     if tab not in sheet:
         raise Refusal(400, "badRequest", f"Unable to parse range: {a1}")
     if not cells:
@@ -508,6 +610,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if parts.path == "/token" and method == "POST":
                 form = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
+                basic = self.headers.get("Authorization", "")
+                if basic.startswith("Basic "):  # client authentication, RFC 6749 2.3.1
+                    user, _, password = base64.b64decode(basic[6:]).decode().partition(":")
+                    form.setdefault("client_id", unquote(user))
+                    form.setdefault("client_secret", unquote(password))
                 status, answer = fake.token(form)
                 return self._json(status, answer)
             if fake.delay:
@@ -533,6 +640,9 @@ class _Handler(BaseHTTPRequestHandler):
             if not rest and method == "GET":
                 record(("sheets.spreadsheets.get", unquote(path)))
                 return fake.spreadsheet_get(sid, auth, query)
+            if not rest and sid.endswith(":batchUpdate") and method == "POST":
+                record(("sheets.spreadsheets.batchUpdate", unquote(path)))
+                return fake.spreadsheet_batch_update(sid[: -len(":batchUpdate")], auth, query, body)
             if rest == ["values:batchUpdate"] and method == "POST":
                 record(("sheets.spreadsheets.values.batchUpdate", unquote(path)))
                 return fake.values_batch_update(sid, auth, query, body)
@@ -542,6 +652,10 @@ class _Handler(BaseHTTPRequestHandler):
                     record(("sheets.spreadsheets.values.append", unquote(path)))
                     a1 = unquote(rest[1][: -len(":append")])
                     return fake.values_append(sid, a1, auth, query, body)
+                if rest[1].endswith(":clear") and method == "POST":
+                    record(("sheets.spreadsheets.values.clear", unquote(path)))
+                    a1 = unquote(rest[1][: -len(":clear")])
+                    return fake.values_clear(sid, a1, auth, query, body)
                 if method == "GET":
                     record(("sheets.spreadsheets.values.get", unquote(path)))
                     return fake.values_get(sid, unquote(rest[1]), auth, query)

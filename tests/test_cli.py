@@ -39,6 +39,7 @@ def test_check_gives_one_verdict_per_system(
         "email": "OK",
         "documents": "OK",
         "stripe": "OK",
+        "ledger": "OK",  # no LEDGER_SHEET: says so, not a failure
     }
     bad = run(["check"], {**service_env, "EMAIL_URL": f"smtp://127.0.0.1:{free_port()}"}, tmp_path)
     assert bad.returncode == 1

@@ -1,0 +1,361 @@
+"""The seller's Google Sheet (``LEDGER_SHEET``), through the Sheets v4 API.
+
+A small class over google-api-python-client: read the header and the number column, append
+many rows in one ``values.append`` call (``RAW``: buyer text is never parsed as a formula),
+rewrite the whole tab for ``invoicehook ledger rebuild``.
+
+Failures are sorted the way Google documents them: 429, 5xx and 403
+``rateLimitExceeded``/``userRateLimitExceeded`` are :class:`TransientError` (the job queue
+retries; the client itself never retries, since an append is not idempotent); a sheet that is
+not shared, not found or a token without the spreadsheets scope is a :class:`PermanentError`
+whose message says what the seller must fix.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from invoicing.errors import PermanentError, SettingsError, TransientError
+
+if TYPE_CHECKING:
+    from google.auth.credentials import Credentials
+
+# google-auth and the API client are imported when first used: the web process reads
+# LEDGER_SHEET (sheet_id_of) but never writes to the Sheet.
+SPREADSHEETS = "https://www.googleapis.com/auth/spreadsheets"
+
+DEFAULT_TIMEOUT = 30.0
+_URL_ID = re.compile(r"/spreadsheets/d/([A-Za-z0-9_-]+)")
+_BARE_ID = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def sheet_id_of(value: str) -> str:
+    """The spreadsheet id from ``LEDGER_SHEET``: the Sheet's URL or the id itself."""
+    value = value.strip()
+    found = _URL_ID.search(value)
+    if found:
+        return found.group(1)
+    if _BARE_ID.fullmatch(value):
+        return value
+    raise SettingsError(
+        "LEDGER_SHEET: expected the Google Sheet's URL "
+        "(https://docs.google.com/spreadsheets/d/<id>/edit) or its id, "
+        f"got {value[:60]!r}"
+    )
+
+
+def first_row_of(updated_range: str) -> int | None:
+    """The first row number of an A1 range such as ``'Ledger'!A5:O7``."""
+    found = re.search(r"![A-Z]*(\d+)(?::[A-Z]*\d+)?$", updated_range)
+    return int(found.group(1)) if found else None
+
+
+def column_letter(number: int) -> str:
+    letters = ""
+    while number:
+        number, rest = divmod(number - 1, 26)
+        letters = chr(65 + rest) + letters
+    return letters
+
+
+class LedgerSheet:
+    """One tab of one spreadsheet. One API client per thread: httplib2 is not thread-safe."""
+
+    def __init__(
+        self,
+        spreadsheet_id: str,
+        tab: str,
+        credentials: Credentials,
+        *,
+        api_endpoint: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.spreadsheet_id = spreadsheet_id
+        self.tab = tab
+        self.credentials = credentials
+        self.api_endpoint = api_endpoint
+        self.timeout = timeout
+        self._local = threading.local()
+
+    @classmethod
+    def from_settings(
+        cls,
+        sheet: str,
+        tab: str,
+        *,
+        google_credentials: str | None,
+        google_api_endpoint: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> LedgerSheet:
+        if not google_credentials:
+            raise SettingsError(
+                "GOOGLE_CREDENTIALS: required with LEDGER_SHEET; expected the JSON of a service "
+                "account the Sheet is shared with, or of an authorized user"
+            )
+        from integrations.google_auth import load_credentials
+
+        credentials = load_credentials(
+            google_credentials, [SPREADSHEETS], api_endpoint=google_api_endpoint
+        )
+        return cls(
+            sheet_id_of(sheet),
+            tab,
+            credentials,
+            api_endpoint=google_api_endpoint,
+            timeout=timeout,
+        )
+
+    # -- ranges ------------------------------------------------------------------------------
+
+    @property
+    def _quoted(self) -> str:
+        return "'" + self.tab.replace("'", "''") + "'"
+
+    def _range(self, cells: str) -> str:
+        return f"{self._quoted}!{cells}"
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def header(self) -> list[Any]:
+        """Row 1 of the tab (empty when the tab is new)."""
+        with self._classified("read the header"):
+            answer = self._values().get(spreadsheetId=self.spreadsheet_id, range=self._range("1:1"))
+            rows = answer.execute(num_retries=0).get("values") or []
+        return list(rows[0]) if rows else []
+
+    def numbers(self, column: int) -> set[str]:
+        """Every value in ``column`` (1-based) below the header, as text."""
+        letter = column_letter(column)
+        with self._classified("read the number column"):
+            request = self._values().get(
+                spreadsheetId=self.spreadsheet_id,
+                range=self._range(f"{letter}2:{letter}"),
+                valueRenderOption="UNFORMATTED_VALUE",
+            )
+            rows = request.execute(num_retries=0).get("values") or []
+        return {str(row[0]) for row in rows if row and row[0] not in ("", None)}
+
+    def tab_id(self) -> int | None:
+        """The numeric id of the tab, or None when the spreadsheet has no such tab."""
+        with self._classified("open the spreadsheet"):
+            request = (
+                self._service()
+                .spreadsheets()
+                .get(spreadsheetId=self.spreadsheet_id, fields="sheets.properties")
+            )
+            answer = request.execute(num_retries=0)
+        for sheet in answer.get("sheets", []):
+            properties = sheet.get("properties", {})
+            if properties.get("title") == self.tab:
+                return int(properties.get("sheetId", 0))
+        return None
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def ensure_header(
+        self, columns: Sequence[str], date_columns: Sequence[int] = (), *, force: bool = False
+    ) -> str:
+        """Create the tab and its header row, or check that row 1 is that header.
+
+        ``date_columns`` (0-based) get a date number format below the header when the header
+        is written: their cells hold Sheets date serials, shown as dates. ``force`` writes
+        the header over whatever row 1 holds (a rebuild)."""
+        tab_id = self.tab_id()
+        if tab_id is None:
+            reply = self._batch([{"addSheet": {"properties": {"title": self.tab}}}])
+            tab_id = int(reply["replies"][0]["addSheet"]["properties"]["sheetId"])
+        found = [str(v) for v in self.header()]
+        if found == list(columns):
+            return f"header verified in tab {self.tab!r}"
+        if any(v.strip() for v in found) and not force:
+            raise PermanentError(
+                f"Google Sheet {self.spreadsheet_id}: row 1 of tab {self.tab!r} is not the "
+                f"ledger's header (found {found[:4]}…, expected {list(columns)[:4]}…); empty "
+                "the tab, or name another one with [ledger] tab in the config"
+            )
+        self._write_values([list(columns)], "A1")
+        if date_columns:
+            self._batch(
+                [
+                    {
+                        "repeatCell": {
+                            "range": {
+                                "sheetId": tab_id,
+                                "startRowIndex": 1,
+                                "startColumnIndex": col,
+                                "endColumnIndex": col + 1,
+                            },
+                            "cell": {
+                                "userEnteredFormat": {
+                                    "numberFormat": {"type": "DATE", "pattern": "yyyy-mm-dd"}
+                                }
+                            },
+                            "fields": "userEnteredFormat.numberFormat",
+                        }
+                    }
+                    for col in date_columns
+                ]
+            )
+        return f"header written in tab {self.tab!r}"
+
+    def append(self, rows: Sequence[Sequence[Any]]) -> str:
+        """Add ``rows`` after the table, in ONE call; returns the range Google wrote."""
+        with self._classified("append rows"):
+            request = self._values().append(
+                spreadsheetId=self.spreadsheet_id,
+                range=self._range("A1"),
+                valueInputOption="RAW",
+                insertDataOption="INSERT_ROWS",
+                body={"values": [list(row) for row in rows]},
+            )
+            answer = request.execute(num_retries=0)
+        return str(answer.get("updates", {}).get("updatedRange", ""))
+
+    def rewrite(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Empty the tab's values (formats stay) and write ``rows`` from A1."""
+        with self._classified("clear the tab"):
+            request = self._values().clear(
+                spreadsheetId=self.spreadsheet_id, range=self._quoted, body={}
+            )
+            request.execute(num_retries=0)
+        if rows:
+            self._write_values(rows, "A1")
+
+    def link_cells(self, column: int, first_row: int, urls: Sequence[str]) -> None:
+        """Write ``urls`` down ``column`` (1-based) as if typed, so Sheets turns them into
+        links. Only for addresses we make (signed invoice links): typed-in text is parsed,
+        so buyer text never goes through here."""
+        for url in urls:
+            if not url.startswith(("https://", "http://")):
+                raise ValueError(f"not a link: {url[:40]!r}")
+        self._write_values([[u] for u in urls], f"{column_letter(column)}{first_row}", typed=True)
+
+    def _write_values(self, rows: Sequence[Sequence[Any]], start: str, typed: bool = False) -> None:
+        with self._classified("write values"):
+            body = {
+                "valueInputOption": "USER_ENTERED" if typed else "RAW",
+                "data": [{"range": self._range(start), "values": [list(r) for r in rows]}],
+            }
+            request = self._values().batchUpdate(spreadsheetId=self.spreadsheet_id, body=body)
+            request.execute(num_retries=0)
+
+    def _batch(self, requests: list[dict[str, Any]]) -> dict[str, Any]:
+        with self._classified("update the spreadsheet"):
+            request = (
+                self._service()
+                .spreadsheets()
+                .batchUpdate(spreadsheetId=self.spreadsheet_id, body={"requests": requests})
+            )
+            return dict(request.execute(num_retries=0))
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _values(self) -> Any:
+        return self._service().spreadsheets().values()
+
+    def _service(self) -> Any:
+        service = getattr(self._local, "service", None)
+        if service is None:
+            import google_auth_httplib2
+            import httplib2
+            from googleapiclient.discovery import build
+
+            http = google_auth_httplib2.AuthorizedHttp(
+                self.credentials, http=httplib2.Http(timeout=self.timeout)
+            )
+            service = build(
+                "sheets",
+                "v4",
+                http=http,
+                static_discovery=True,
+                cache_discovery=False,
+                client_options={"api_endpoint": self.api_endpoint} if self.api_endpoint else None,
+            )
+            self._local.service = service
+        return service
+
+    @contextmanager
+    def _classified(self, stage: str) -> Iterator[None]:
+        from google.auth import exceptions as auth_exceptions
+        from googleapiclient.errors import HttpError
+
+        from integrations.gmail import _error_of
+
+        try:
+            yield
+        except (PermanentError, TransientError):
+            raise
+        except HttpError as exc:
+            status = int(exc.resp.status)
+            reason, message = _error_of(exc)
+            raise self._http_error(stage, status, reason, message) from exc
+        except auth_exceptions.RefreshError as exc:
+            text = str(exc.args[0]) if exc.args else str(exc)
+            if getattr(exc, "retryable", False):
+                raise TransientError(self._say(f"token refresh failed: {text}")) from exc
+            raise PermanentError(
+                self._say(f"token refresh failed: {text} — {self._fix_credentials()}")
+            ) from exc
+        except auth_exceptions.TransportError as exc:
+            raise TransientError(self._say(f"{stage}: Google unreachable: {exc}")) from exc
+        except (OSError, TimeoutError) as exc:
+            raise TransientError(self._say(f"{stage} failed: {type(exc).__name__}: {exc}")) from exc
+        except Exception as exc:
+            import httplib2
+
+            if isinstance(exc, httplib2.HttpLib2Error):
+                raise TransientError(self._say(f"{stage} failed: {exc}")) from exc
+            raise
+
+    def _http_error(
+        self, stage: str, status: int, reason: str, message: str
+    ) -> PermanentError | TransientError:
+        from integrations.gmail import RATE_LIMIT_REASONS, SCOPE_REASONS
+
+        said = f"{stage}: {status} {reason or ''} {message}".replace("  ", " ").strip()
+        if status == 429 or status >= 500 or (status == 403 and reason in RATE_LIMIT_REASONS):
+            return TransientError(self._say(said))
+        if status == 403 and reason in SCOPE_REASONS:
+            return PermanentError(
+                self._say(
+                    f"{said} — the token lacks the spreadsheets scope ({SPREADSHEETS}); "
+                    "run invoicehook google-auth with the spreadsheets scope and put the new "
+                    "JSON in GOOGLE_CREDENTIALS"
+                )
+            )
+        if status == 401:
+            return PermanentError(
+                self._say(f"{said} — Google refused the credentials; {self._fix_credentials()}")
+            )
+        if status in (403, 404):
+            return PermanentError(self._say(f"{said} — {self._share_message()}"))
+        return PermanentError(self._say(said))
+
+    @property
+    def client_email(self) -> str | None:
+        return getattr(self.credentials, "service_account_email", None)
+
+    def _share_message(self) -> str:
+        who = self.client_email
+        share = (
+            f"share the sheet with {who} as Editor"
+            if who
+            else "share the sheet, as Editor, with the Google account that granted "
+            "GOOGLE_CREDENTIALS"
+        )
+        return f"{share} (Share button in Google Sheets), or check LEDGER_SHEET"
+
+    def _fix_credentials(self) -> str:
+        if self.client_email:
+            return "check the service account's key in GOOGLE_CREDENTIALS (it may be deleted)"
+        return "run invoicehook google-auth and put the new JSON in GOOGLE_CREDENTIALS"
+
+    def _say(self, what: str) -> str:
+        return f"Google Sheet {self.spreadsheet_id} ({self.tab}): {what}"
+
+    def __repr__(self) -> str:
+        return f"LedgerSheet({self.spreadsheet_id!r}, {self.tab!r})"
