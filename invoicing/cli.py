@@ -90,6 +90,32 @@ def cmd_resend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ledger(args: argparse.Namespace) -> int:
+    from invoicing.ledger import rebuild
+    from invoicing.runtime import build_runtime
+
+    rt = build_runtime(_settings())
+    count = rebuild(rt)
+    print(f"ledger rebuilt: header and {count} invoice row(s) in tab {rt.settings.ledger_tab!r}")
+    return 0
+
+
+def cmd_google_auth(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from invoicing.google_setup import google_auth_scopes, run_google_auth
+
+    # Needs no settings file and no database: it runs on the seller's own computer.
+    run_google_auth(
+        Path(args.client_secrets),
+        scopes=google_auth_scopes(args.sheets),
+        console=args.console,
+        open_browser=not args.no_browser,
+        port=args.port,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="invoicehook",
@@ -115,6 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
     resend = sub.add_parser("resend", help="email an invoice to its buyer again")
     resend.add_argument("number")
     resend.set_defaults(func=cmd_resend)
+    auth = sub.add_parser("google-auth", help="mint the OAuth token a personal Gmail account needs")
+    auth.add_argument("--client-secrets", default="client_secret.json", metavar="PATH")
+    auth.add_argument("--sheets", action="store_true", help="also allow the Sheet ledger")
+    auth.add_argument("--console", action="store_true", help="paste the address, no loopback")
+    auth.add_argument("--no-browser", action="store_true", help="print the address only")
+    auth.add_argument("--port", type=int, default=0, help="loopback port (default: any)")
+    auth.set_defaults(func=cmd_google_auth)
+    ledger = sub.add_parser("ledger", help="the Google Sheet ledger")
+    ledger_sub = ledger.add_subparsers(dest="action", required=True)
+    ledger_sub.add_parser(
+        "rebuild", help="rewrite the Sheet from the database (header + every invoice)"
+    ).set_defaults(func=cmd_ledger)
     return parser
 
 
