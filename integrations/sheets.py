@@ -129,6 +129,10 @@ class LedgerSheet:
 
     def numbers(self, column: int) -> set[str]:
         """Every value in ``column`` (1-based) below the header, as text."""
+        return set(self.rows_by_value(column))
+
+    def rows_by_value(self, column: int) -> dict[str, int]:
+        """Each value of ``column`` (1-based) below the header, with its row number."""
         letter = column_letter(column)
         with self._classified("read the number column"):
             request = self._values().get(
@@ -137,7 +141,25 @@ class LedgerSheet:
                 valueRenderOption="UNFORMATTED_VALUE",
             )
             rows = request.execute(num_retries=0).get("values") or []
-        return {str(row[0]) for row in rows if row and row[0] not in ("", None)}
+        return {
+            str(row[0]): index
+            for index, row in enumerate(rows, start=2)
+            if row and row[0] not in ("", None)
+        }
+
+    def update_cells(self, column: int, cells: dict[int, Any]) -> None:
+        """Overwrite single cells of ``column`` (row number → value), RAW, in one call."""
+        letter = column_letter(column)
+        with self._classified("update cells"):
+            body = {
+                "valueInputOption": "RAW",
+                "data": [
+                    {"range": self._range(f"{letter}{row}"), "values": [[value]]}
+                    for row, value in sorted(cells.items())
+                ],
+            }
+            request = self._values().batchUpdate(spreadsheetId=self.spreadsheet_id, body=body)
+            request.execute(num_retries=0)
 
     def tab_id(self) -> int | None:
         """The numeric id of the tab, or None when the spreadsheet has no such tab."""

@@ -63,6 +63,7 @@ COLUMNS = (
 )
 NUMBER_COLUMN = 2  # 1-based, B
 PDF_COLUMN = 14  # 1-based, N
+EMAIL_COLUMN = 15  # 1-based, O
 DATE_COLUMNS = (0,)  # 0-based, A
 WRITES_PER_BATCH = 2  # the append, then the link column as typed
 MIN_INTERVAL = 1.2 * WRITES_PER_BATCH  # seconds between appends: 50 writes a minute, < 60
@@ -125,11 +126,53 @@ def _pending(conn: Connection, limit: int | None = None) -> list[tuple[Row[Any],
 
 
 def _covered(rt: Runtime, sale_id: int) -> bool:
+    """The sale's row is in the Sheet and shows the invoice's current email status."""
     with rt.engine.connect() as conn:
         row = conn.execute(
-            select(invoices.c.ledgered_at).where(invoices.c.sale_id == sale_id)
+            select(
+                invoices.c.ledgered_at, invoices.c.email_status, invoices.c.ledger_email_status
+            ).where(invoices.c.sale_id == sale_id)
         ).first()
-    return row is None or row.ledgered_at is not None
+    if row is None:
+        return True
+    return row.ledgered_at is not None and row.ledger_email_status == row.email_status
+
+
+def _stale_statuses(conn: Connection) -> list[Row[Any]]:
+    """Rows already in the Sheet whose "Email" cell no longer says the invoice's status."""
+    query = (
+        select(invoices.c.id, invoices.c.number, invoices.c.email_status)
+        .where(
+            invoices.c.ledgered_at.is_not(None),
+            invoices.c.ledger_email_status.is_distinct_from(invoices.c.email_status),
+        )
+        .order_by(invoices.c.id)
+        .limit(BATCH_LIMIT)
+    )
+    return list(conn.execute(query))
+
+
+def _refresh_statuses(rt: Runtime, sheet: LedgerSheet) -> int:
+    """Write the email status of rows whose email was sent (or skipped) after they went in."""
+    with rt.engine.connect() as conn:
+        stale = _stale_statuses(conn)
+    if not stale:
+        return 0
+    where = sheet.rows_by_value(NUMBER_COLUMN)
+    cells = {where[inv.number]: inv.email_status for inv in stale if inv.number in where}
+    if cells:
+        sheet.update_cells(EMAIL_COLUMN, cells)
+    _mark_statuses(rt, [(inv.id, inv.email_status) for inv in stale])
+    return len(cells)
+
+
+def _mark_statuses(rt: Runtime, written: Sequence[tuple[int, str]]) -> None:
+    with write(rt.engine) as conn:
+        for status in {s for _, s in written}:
+            ids = [i for i, s in written if s == status]
+            conn.execute(
+                update(invoices).where(invoices.c.id.in_(ids)).values(ledger_email_status=status)
+            )
 
 
 # -- the writer's lease ------------------------------------------------------------------------
@@ -181,11 +224,17 @@ def _release(rt: Runtime, owner: str) -> None:
             conn.execute(meta.delete().where(meta.c.key == LOCK_KEY))
 
 
-def _mark(rt: Runtime, ids: Sequence[int], appended: bool) -> None:
-    """Bookkeeping after a batch: these invoices are in the Sheet."""
+def _mark(rt: Runtime, written: Sequence[tuple[int, str]], appended: bool) -> None:
+    """Bookkeeping after a batch: these invoices are in the Sheet, showing that status."""
     now = utcnow()
     with write(rt.engine) as conn:
+        ids = [i for i, _ in written]
         conn.execute(update(invoices).where(invoices.c.id.in_(ids)).values(ledgered_at=now))
+        for status in {s for _, s in written}:
+            same = [i for i, s in written if s == status]
+            conn.execute(
+                update(invoices).where(invoices.c.id.in_(same)).values(ledger_email_status=status)
+            )
         if appended:
             _set_meta(conn, LAST_APPEND_KEY, now.isoformat())
 
@@ -228,7 +277,9 @@ def write_pending(rt: Runtime, sale_id: int, checkpoint: Callable[[], None] = la
         with rt.engine.connect() as conn:
             pending = _pending(conn, BATCH_LIMIT)
         if not pending:
-            return "nothing pending"
+            checkpoint()
+            _still_ours(rt, owner)
+            return f"{_refresh_statuses(rt, sheet)} email status(es) brought up to date"
         present = sheet.numbers(NUMBER_COLUMN)
         rows = [row_of(rt, inv, source) for inv, source in pending if inv.number not in present]
         where = ""
@@ -236,7 +287,7 @@ def write_pending(rt: Runtime, sale_id: int, checkpoint: Callable[[], None] = la
             checkpoint()
             _still_ours(rt, owner)
             where = sheet.append(rows)
-        _mark(rt, [inv.id for inv, _ in pending], appended=bool(rows))
+        _mark(rt, [(inv.id, inv.email_status) for inv, _ in pending], appended=bool(rows))
         if rows:
             _link(sheet, first_row_of(where), [row[PDF_COLUMN - 1] for row in rows])
     finally:
@@ -279,7 +330,7 @@ def rebuild(rt: Runtime, wait: float = 300.0) -> int:
             )
         rows = [row_of(rt, inv, inv.source) for inv in everything]
         sheet.rewrite([list(COLUMNS), *rows])
-        _mark(rt, [inv.id for inv in everything], appended=True)
+        _mark(rt, [(inv.id, inv.email_status) for inv in everything], appended=True)
         _link(sheet, 2, [row[PDF_COLUMN - 1] for row in rows])
     finally:
         _release(rt, owner)

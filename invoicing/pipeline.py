@@ -194,6 +194,12 @@ def _seller_json(seller: Seller) -> dict[str, Any]:
     return data
 
 
+def _ledger_follows(rt: Runtime, conn: Any, sale_id: int) -> None:
+    """The Sheet's "Email" cell must follow the status: its writer updates it."""
+    if rt.settings.ledger_sheet is not None:
+        enqueue(conn, LEDGER_JOB, sale_id)
+
+
 def to_document(row: Row[Any]) -> tuple[Invoice, Seller]:
     """The stored invoice row as the values the PDF and the email are made from."""
     buyer = dict(row.buyer)
@@ -271,6 +277,7 @@ def send_email(rt: Runtime, row: Row[Any], *, again: bool = False, pdf: bytes | 
                 .where(invoices.c.id == row.id)
                 .values(email_status="skipped", email_error="the sale has no buyer email")
             )
+            _ledger_follows(rt, conn, row.sale_id)
         return "skipped: the sale has no buyer email"
     if row.emailed_at is not None and not again:
         return "already sent"
@@ -298,4 +305,5 @@ def send_email(rt: Runtime, row: Row[Any], *, again: bool = False, pdf: bytes | 
                 email_count=invoices.c.email_count + 1,
             )
         )
+        _ledger_follows(rt, conn, row.sale_id)
     return where

@@ -107,6 +107,7 @@ invoices = Table(
     Column("email_count", Integer, nullable=False),
     # When its row reached the ledger Sheet (None: not yet, or no Sheet configured).
     Column("ledgered_at", DateTime(timezone=True)),
+    Column("ledger_email_status", String(20)),  # what the row's "Email" cell says
     UniqueConstraint("series", "seq", name="uq_invoices_series_seq"),
 )
 

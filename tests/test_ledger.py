@@ -24,7 +24,7 @@ from invoicing.errors import SettingsError
 from invoicing.pipeline import load_invoice
 from invoicing.runtime import Runtime, build_runtime
 from invoicing.settings import load_settings
-from invoicing.store import as_utc, invoices, jobs
+from invoicing.store import as_utc, invoices, jobs, sales
 from invoicing.worker import Worker
 from tests.conftest import ROOT, Service, checkout_event, post_event, write_config
 from tests.google_server import GoogleFake, running
@@ -290,7 +290,8 @@ def test_sheet_not_shared_is_a_dead_letter_saying_whom_to_share_with(
 
     settle(rt)
 
-    assert job_states(rt, "ledger") == ["dead"]
+    # Both ledger jobs of the sale (issued, then emailed) are dead letters.
+    assert set(job_states(rt, "ledger")) == {"dead"}
     with rt.engine.connect() as conn:
         error = conn.execute(select(jobs.c.last_error).where(jobs.c.kind == "ledger")).scalar()
     assert f"share the sheet with {SA_EMAIL} as Editor" in str(error)
@@ -307,7 +308,7 @@ def test_missing_spreadsheets_scope_says_run_google_auth(
 
     settle(rt)
 
-    assert job_states(rt, "ledger") == ["dead"]
+    assert set(job_states(rt, "ledger")) == {"dead"}
     with rt.engine.connect() as conn:
         error = conn.execute(select(jobs.c.last_error).where(jobs.c.kind == "ledger")).scalar()
     assert "run invoicehook google-auth with the spreadsheets scope" in str(error)
@@ -322,13 +323,38 @@ def test_email_leaves_while_the_sheet_is_down(runtime: Runtime, google_api: Goog
 
     assert len(emails(runtime)) == 1
     assert job_states(runtime, "invoice") == ["done"]
-    assert job_states(runtime, "ledger") == ["pending"]
+    # One ledger job from the issue, one from the email status changing: both wait.
+    assert set(job_states(runtime, "ledger")) == {"pending"}
     assert rows(google_api) == []
 
     google_api._failures.clear()
     settle(runtime)
 
     assert len(rows(google_api)) == 2
+    assert rows(google_api)[1][ledger.EMAIL_COLUMN - 1] == "sent"
+
+
+def test_email_status_cell_follows_the_email(runtime: Runtime, google_api: GoogleFake) -> None:
+    """A row written before its email left says "pending"; once sent, the cell says "sent"."""
+    from invoicing.pipeline import issue, load_invoice, send_email, store_pdf
+
+    sale_id = sell(runtime, checkout_event(1))
+    with runtime.engine.connect() as conn:
+        sale = conn.execute(select(sales).where(sales.c.id == sale_id)).one()
+    row = issue(runtime, sale, list(sale.lines))
+    assert row is not None
+    store_pdf(runtime, row)
+    ledger.write_pending(runtime, sale_id)  # the row goes in before the email
+    assert rows(google_api)[1][ledger.EMAIL_COLUMN - 1] == "pending"
+
+    stored = load_invoice(runtime, sale_id)
+    assert stored is not None
+    send_email(runtime, stored)
+    settle(runtime)
+
+    (header, line) = rows(google_api)
+    assert line[ledger.EMAIL_COLUMN - 1] == "sent"
+    assert len(rows(google_api)) == 2  # updated in place, not appended again
 
 
 def test_ledger_rebuild_rewrites_the_sheet_from_the_database(

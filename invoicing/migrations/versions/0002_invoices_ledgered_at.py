@@ -16,8 +16,11 @@ depends_on = None
 
 def upgrade() -> None:
     op.add_column("invoices", sa.Column("ledgered_at", sa.DateTime(timezone=True), nullable=True))
+    # The email status the row shows, so a later change (sent, skipped) is written over it.
+    op.add_column("invoices", sa.Column("ledger_email_status", sa.String(20), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("invoices") as batch_op:
+        batch_op.drop_column("ledger_email_status")
         batch_op.drop_column("ledgered_at")
