@@ -27,7 +27,14 @@ from urllib.parse import unquote
 from google.auth import exceptions as auth_exceptions
 from google.auth.credentials import Credentials
 
-from integrations.google_auth import GMAIL_SEND, describe, kind_of, load_credentials, read_info
+from integrations.google_auth import (
+    GMAIL_SEND,
+    build_client,
+    describe,
+    kind_of,
+    load_credentials,
+    read_info,
+)
 from invoicing.errors import PermanentError, SettingsError, TransientError
 
 DEFAULT_TIMEOUT = 30.0
@@ -141,21 +148,12 @@ class GmailMailer:
     def _service(self) -> Any:
         service = getattr(self._local, "service", None)
         if service is None:
-            import google_auth_httplib2
-            import httplib2
-            from googleapiclient.discovery import build
-
-            # http= rather than credentials=, to set a timeout (the library's default is 60 s).
-            http = google_auth_httplib2.AuthorizedHttp(
-                self.credentials, http=httplib2.Http(timeout=self.timeout)
-            )
-            service = build(
+            service = build_client(
                 "gmail",
                 "v1",
-                http=http,
-                static_discovery=True,
-                cache_discovery=False,
-                client_options={"api_endpoint": self.api_endpoint} if self.api_endpoint else None,
+                self.credentials,
+                timeout=self.timeout,
+                api_endpoint=self.api_endpoint,
             )
             self._local.service = service
         return service

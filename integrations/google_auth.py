@@ -171,3 +171,25 @@ def describe(credentials: Credentials) -> str:
         return f"service account {email}" + (f" acting for {subject}" if subject else "")
     client_id = getattr(credentials, "client_id", None)
     return f"OAuth refresh token of client {client_id}" if client_id else "Google credentials"
+
+
+def build_client(
+    api: str, version: str, credentials: Any, *, timeout: float, api_endpoint: str | None
+) -> Any:
+    """A google-api-python-client service from the bundled discovery document (no network
+    to discover it), with a timeout, pointed at ``api_endpoint`` when one is set. Its HTTP
+    object is not thread-safe: keep one per thread."""
+    import google_auth_httplib2
+    import httplib2
+    from googleapiclient.discovery import build
+
+    # http= rather than credentials=, to set a timeout (the library's default is 60 s).
+    http = google_auth_httplib2.AuthorizedHttp(credentials, http=httplib2.Http(timeout=timeout))
+    return build(
+        api,
+        version,
+        http=http,
+        static_discovery=True,
+        cache_discovery=False,
+        client_options={"api_endpoint": api_endpoint} if api_endpoint else None,
+    )

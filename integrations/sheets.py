@@ -282,20 +282,14 @@ class LedgerSheet:
     def _service(self) -> Any:
         service = getattr(self._local, "service", None)
         if service is None:
-            import google_auth_httplib2
-            import httplib2
-            from googleapiclient.discovery import build
+            from integrations.google_auth import build_client
 
-            http = google_auth_httplib2.AuthorizedHttp(
-                self.credentials, http=httplib2.Http(timeout=self.timeout)
-            )
-            service = build(
+            service = build_client(
                 "sheets",
                 "v4",
-                http=http,
-                static_discovery=True,
-                cache_discovery=False,
-                client_options={"api_endpoint": self.api_endpoint} if self.api_endpoint else None,
+                self.credentials,
+                timeout=self.timeout,
+                api_endpoint=self.api_endpoint,
             )
             self._local.service = service
         return service
