@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hmac
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,13 +18,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from integrations import stripe_events
+from integrations import stripe_events, zapier
 from invoicing import queue
 from invoicing.errors import BadRequest
-from invoicing.intake import record
+from invoicing.intake import Outcome, record
 from invoicing.runtime import Runtime, build_runtime
 from invoicing.settings import Settings
-from invoicing.store import is_postgres
+from invoicing.store import is_postgres, utcnow
 from invoicing.supervisor import WorkerProcess
 
 MAX_BODY = 1024 * 1024
@@ -67,14 +68,35 @@ async def stripe_webhook(request: Request) -> Response:
         result = stripe_events.to_sale(event, rt.settings.payment_intent_grace_seconds)
     except BadRequest as exc:
         return error(400, str(exc))
-    outcome = await anyio.to_thread.run_sync(
+    return await intake(
+        request,
+        source="stripe",
+        event_id=event["id"],
+        event_type=event["type"],
+        raw=body.decode("utf-8"),  # parse() has checked it is UTF-8
+        result=result,
+    )
+
+
+async def intake(
+    request: Request,
+    *,
+    source: str,
+    event_id: str,
+    event_type: str,
+    raw: str,
+    result: stripe_events.SaleDraft | stripe_events.Ignored,
+) -> Response:
+    """Record in a thread (one transaction), wake the worker, answer with the outcome."""
+    rt: Runtime = request.app.state.runtime
+    outcome: Outcome = await anyio.to_thread.run_sync(
         functools.partial(
             record,
             rt.engine,
-            source="stripe",
-            event_id=event["id"],
-            event_type=event["type"],
-            raw=body.decode("utf-8"),  # parse() has checked it is UTF-8
+            source=source,
+            event_id=event_id,
+            event_type=event_type,
+            raw=raw,
             result=result,
         ),
         limiter=request.app.state.intake_limiter,
@@ -83,6 +105,43 @@ async def stripe_webhook(request: Request) -> Response:
     if outcome.status == "accepted" and worker is not None:
         worker.wake()
     return JSONResponse(outcome.as_json())
+
+
+def _bearer(request: Request) -> str:
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return request.query_params.get("token", "")
+
+
+async def zapier_webhook(request: Request) -> Response:
+    rt: Runtime = request.app.state.runtime
+    token = rt.settings.zapier_token
+    if token is None:
+        return error(503, "ZAPIER_TOKEN is not set on this service")
+    given = _bearer(request)
+    if not given or not hmac.compare_digest(given.encode(), token.reveal().encode()):
+        return error(401, "wrong or missing token")
+    try:
+        body = await read_body(request)
+    except BodyTooLarge:
+        return error(413, f"body is larger than {MAX_BODY} bytes")
+    try:
+        fields = zapier.parse_body(body, request.headers.get("content-type", ""))
+        mapping, currency = zapier.options(rt.settings.extra)
+        draft = zapier.to_sale(fields, mapping, utcnow(), default_currency=currency)
+    except zapier.ZapierInvalid as exc:
+        return JSONResponse({"error": str(exc), "fields": exc.fields}, status_code=422)
+    except BadRequest as exc:
+        return error(400, str(exc))
+    return await intake(
+        request,
+        source="zapier",
+        event_id=draft.payment_key,
+        event_type="zapier.order",
+        raw=body.decode("utf-8"),  # parse_body() has checked it is UTF-8
+        result=draft,
+    )
 
 
 async def healthz(request: Request) -> Response:
@@ -154,6 +213,7 @@ def create_app(
 
     routes: list[Any] = [
         Route("/webhooks/stripe", stripe_webhook, methods=["POST"]),
+        Route("/webhooks/zapier", zapier_webhook, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/invoices/{name:path}", invoice_pdf, methods=["GET"]),
     ]

@@ -8,7 +8,7 @@ paid ``completed``, or a PaymentIntent that a Checkout Session turns out to own)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, select, update
@@ -21,6 +21,7 @@ from invoicing.queue import enqueue
 from invoicing.store import events, is_postgres, sales, utcnow, write
 
 INVOICE_JOB = "invoice"
+CROSS_SOURCE_WINDOW = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,28 @@ class _Statements:
         )
         self.invoiced_intent = select(sales.c.id).where(
             sales.c.payment_key == bindparam("pi"), sales.c.status == "invoiced"
+        )
+        # Another source's sale of the same payment (Stripe and Zapier for one order).
+        self.cross_intent = (
+            select(sales.c.id)
+            .where(
+                sales.c.payment_intent == bindparam("pi"),
+                sales.c.source != bindparam("source"),
+                sales.c.status != "duplicate",
+            )
+            .order_by(sales.c.id)
+            .limit(1)
+        )
+        self.cross_recent = (
+            select(sales.c.id, sales.c.buyer)
+            .where(
+                sales.c.total == bindparam("total"),
+                sales.c.currency == bindparam("currency"),
+                sales.c.source != bindparam("source"),
+                sales.c.status != "duplicate",
+                sales.c.created_at >= bindparam("since"),
+            )
+            .order_by(sales.c.id)
         )
         self.intent_superseded = (
             update(sales)
@@ -136,6 +159,8 @@ def _record_sale(conn: Connection, sql: _Statements, event_id: str, draft: SaleD
         # already invoiced, and this one is the same payment.
         owner = conn.execute(sql.invoiced_intent, {"pi": draft.payment_intent}).scalar()
     now = utcnow()
+    if not owner:
+        owner = _cross_source_owner(conn, sql, draft, now)
     sale_id = conn.execute(
         sql.new_sale,
         {
@@ -167,6 +192,39 @@ def _record_sale(conn: Connection, sql: _Statements, event_id: str, draft: SaleD
         conn.execute(sql.intent_superseded, {"pi": draft.payment_intent, "owner": sale_id})
     enqueue(conn, INVOICE_JOB, sale_id, now + timedelta(seconds=draft.delay_seconds))
     return Outcome("accepted", sale_id)
+
+
+def _cross_source_owner(
+    conn: Connection, sql: _Statements, draft: SaleDraft, now: datetime
+) -> int | None:
+    """The sale another source already recorded for this payment (Stripe and Zapier).
+
+    The same payment intent, or else the same buyer email, total and currency recorded
+    within CROSS_SOURCE_WINDOW. The buyer is a JSON column: the few sales with the same
+    total and currency are compared here rather than in SQL.
+    """
+    if draft.payment_intent:
+        owner = conn.execute(
+            sql.cross_intent, {"pi": draft.payment_intent, "source": draft.source}
+        ).scalar()
+        if owner:
+            return int(owner)
+    email = str(draft.buyer.get("email") or "").strip().lower()
+    if not email:
+        return None
+    rows = conn.execute(
+        sql.cross_recent,
+        {
+            "total": draft.total,
+            "currency": draft.currency,
+            "source": draft.source,
+            "since": now - CROSS_SOURCE_WINDOW,
+        },
+    )
+    for sale_id, buyer in rows:
+        if isinstance(buyer, dict) and str(buyer.get("email") or "").strip().lower() == email:
+            return int(sale_id)
+    return None
 
 
 def replay(engine: Engine, event_id: str) -> Outcome:

@@ -77,7 +77,10 @@ def _owned_elsewhere(rt: Runtime, sale: Row[Any]) -> bool:
     with rt.engine.connect() as conn:
         owner = conn.execute(
             select(sales.c.id).where(
-                sales.c.payment_intent == sale.payment_intent, sales.c.id != sale.id
+                sales.c.payment_intent == sale.payment_intent,
+                sales.c.id != sale.id,
+                # A Zapier order recorded as this intent's duplicate owns nothing.
+                sales.c.status != "duplicate",
             )
         ).scalar()
     # Asked outside any write transaction: the write lock is never held across the network.

@@ -1,0 +1,213 @@
+"""Zapier orders: the fields a Zap posts, translated into a sale.
+
+Zapier gives no event id, so the order id is the key (``zapier:<order_id>``). Field names
+are canonical (``order_id``, ``email``, ``amount``…); ``[zapier.fields]`` in the TOML maps
+other names to them (``email = "Customer Email"``). Every missing or invalid field is
+reported at once, so a Zap can be fixed in one go.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from integrations.stripe_events import SaleDraft
+from invoicing.errors import BadRequest
+
+CANONICAL = (
+    "order_id",
+    "email",
+    "name",
+    "product",
+    "amount",
+    "currency",
+    "quantity",
+    "country",
+    "address",
+    "paid_at",
+    "stripe_payment_intent",
+)
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+AMOUNT = re.compile(r"^\d+(?:[.,]\d+)?$")
+MAX_AMOUNT = Decimal("1000000000")  # in major units: more is a mistake in the Zap
+
+
+class ZapierInvalid(BadRequest):
+    """The order's fields, each missing or invalid one with the reason."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        self.fields = fields
+        super().__init__("some fields are missing or invalid: " + ", ".join(sorted(fields)))
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):  # form bodies may repeat a key; keep the last
+        value = value[-1] if value else ""
+    return str(value).strip()
+
+
+def _amount(raw: Any) -> Decimal | None:
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int | float):
+        value = Decimal(str(raw))
+        return value if value.is_finite() and value >= 0 else None
+    text = re.sub(r"[\s\u00a0\u202f']", "", _text(raw))
+    if not AMOUNT.match(text):
+        return None
+    return Decimal(text.replace(",", "."))
+
+
+def _paid_at(text: str) -> datetime | None:
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            return datetime(day.year, day.month, day.day, tzinfo=UTC)
+        stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
+
+
+def _currency_ok(code: str) -> bool:
+    from babel.numbers import get_currency_name
+
+    return len(code) == 3 and code.isalpha() and get_currency_name(code, locale="en") != code
+
+
+def _country_ok(code: str) -> bool:
+    from babel import Locale
+
+    return len(code) == 2 and code.isalpha() and code in Locale("en").territories
+
+
+def canonical(fields: Mapping[str, Any], mapping: Mapping[str, str]) -> dict[str, str]:
+    """The canonical fields: a mapped name wins, else the canonical name itself."""
+    out: dict[str, str] = {}
+    for name in CANONICAL:
+        source = mapping.get(name)
+        if source is not None and source in fields:
+            out[name] = _text(fields[source])
+        elif name in fields:
+            out[name] = _text(fields[name])
+    return out
+
+
+def to_sale(
+    fields: Mapping[str, Any],
+    mapping: Mapping[str, str],
+    now: datetime,
+    default_currency: str = "EUR",
+) -> SaleDraft:
+    """Translate a Zap's fields into a SaleDraft, or raise ZapierInvalid listing every problem."""
+    from babel.numbers import get_currency_precision
+
+    data = canonical(fields, mapping)
+    raw_amount = fields.get(mapping.get("amount", "amount"), fields.get("amount"))
+    problems: dict[str, str] = {}
+    for name in ("order_id", "email", "product", "amount"):
+        if not data.get(name):
+            problems[name] = "required"
+    email = data.get("email", "")
+    if email and not EMAIL.match(email):
+        problems["email"] = "expected an email address like name@example.com"
+    currency = (data.get("currency") or default_currency).upper()
+    if not _currency_ok(currency):
+        problems["currency"] = "expected an ISO 4217 code like EUR"
+    amount = None
+    if data.get("amount"):
+        amount = _amount(raw_amount if isinstance(raw_amount, int | float) else data["amount"])
+        if amount is None or amount > MAX_AMOUNT:
+            problems["amount"] = "expected a number like 199.00"
+        elif "currency" not in problems:
+            minor = amount.scaleb(get_currency_precision(currency))
+            if minor != minor.to_integral_value():
+                problems["amount"] = f"{currency} has {get_currency_precision(currency)} decimals"
+    quantity = 1
+    if data.get("quantity"):
+        try:
+            quantity = int(data["quantity"])
+        except ValueError:
+            quantity = 0
+        if quantity < 1:
+            problems["quantity"] = "expected a whole number, 1 or more"
+    country = data.get("country", "").upper() or None
+    if country and not _country_ok(country):
+        problems["country"] = "expected an ISO 3166 alpha-2 code like FR"
+    paid_at = now
+    if data.get("paid_at"):
+        parsed = _paid_at(data["paid_at"])
+        if parsed is None:
+            problems["paid_at"] = "expected an ISO 8601 date or date-time like 2026-03-01"
+        else:
+            paid_at = parsed
+    if len(data.get("order_id", "")) > 200:
+        problems["order_id"] = "longer than 200 characters"
+    if problems:
+        raise ZapierInvalid(problems)
+    assert amount is not None
+    total = int(amount.scaleb(get_currency_precision(currency)))
+    address = [part.strip() for part in re.split(r"[\n,]", data.get("address", "")) if part.strip()]
+    return SaleDraft(
+        payment_key=f"zapier:{data['order_id']}",
+        source="zapier",
+        paid_at=paid_at,
+        currency=currency,
+        subtotal=total,
+        tax=0,
+        total=total,
+        buyer={
+            "name": data.get("name") or email,
+            "email": email,
+            "address": address,
+            "country": country,
+            "vat_number": None,
+            "business_name": None,
+        },
+        lines=[
+            {
+                "description": data["product"],
+                "quantity": quantity,
+                "unit_amount": total // quantity,
+                "amount": total,
+                "tax_amount": 0,
+                "tax_rate": None,
+            }
+        ],
+        payment_intent=data.get("stripe_payment_intent") or None,
+    )
+
+
+def options(extra: Mapping[str, Any]) -> tuple[dict[str, str], str]:
+    """``[zapier.fields]`` and ``[zapier] currency`` from the TOML's other tables."""
+    table = extra.get("zapier") or {}
+    if not isinstance(table, Mapping):
+        raise BadRequest("[zapier] in the config is not a table")
+    fields = table.get("fields") or {}
+    mapping = {str(k): str(v) for k, v in fields.items()} if isinstance(fields, Mapping) else {}
+    return mapping, str(table.get("currency") or "EUR").upper()
+
+
+def parse_body(body: bytes, content_type: str) -> dict[str, Any]:
+    """A Zap's JSON object or form-encoded body, as a flat mapping of names to values."""
+    import json
+    from urllib.parse import parse_qs
+
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("body is not UTF-8 text") from None
+    if content_type.split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
+        return {k: v[-1] for k, v in parse_qs(text, keep_blank_values=True).items()}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"body is neither JSON nor form-encoded: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest("body is not a JSON object")
+    return data
