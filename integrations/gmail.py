@@ -16,10 +16,8 @@ mailer but never sends) does not load it.
 from __future__ import annotations
 
 import base64
-import json
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from email.message import EmailMessage
 from typing import Any
 from urllib.parse import unquote
@@ -31,6 +29,7 @@ from integrations.google_auth import (
     GMAIL_SEND,
     build_client,
     describe,
+    google_errors,
     kind_of,
     load_credentials,
     read_info,
@@ -158,30 +157,13 @@ class GmailMailer:
             self._local.service = service
         return service
 
-    @contextmanager
-    def _classified(self, stage: str) -> Iterator[None]:
-        from googleapiclient.errors import HttpError
-
-        try:
-            yield
-        except (PermanentError, TransientError):
-            raise
-        except HttpError as exc:
-            status = int(exc.resp.status)
-            reason, message = _error_of(exc)
-            raise self._http_error(stage, status, reason, message) from exc
-        except auth_exceptions.RefreshError as exc:
-            raise self._refresh_error(exc) from exc
-        except auth_exceptions.TransportError as exc:
-            raise TransientError(self._say(f"{stage}: Google unreachable", exc)) from exc
-        except (OSError, TimeoutError) as exc:
-            raise TransientError(self._say(f"{stage} failed", exc)) from exc
-        except Exception as exc:
-            import httplib2
-
-            if isinstance(exc, httplib2.HttpLib2Error):
-                raise TransientError(self._say(f"{stage} failed", exc)) from exc
-            raise
+    def _classified(self, stage: str) -> AbstractContextManager[None]:
+        return google_errors(
+            stage,
+            http_error=self._http_error,
+            refresh_error=self._refresh_error,
+            say=self._say,
+        )
 
     def _http_error(
         self, stage: str, status: int, reason: str, message: str
@@ -255,20 +237,3 @@ class GmailMailer:
 
     def __repr__(self) -> str:
         return f"GmailMailer({self.user_id!r}, endpoint={self.api_endpoint!r})"
-
-
-def _error_of(exc: Any) -> tuple[str, str]:
-    """(reason, message) from Google's error JSON: ``{"error": {"errors": [{"reason"}]}}``."""
-    try:
-        data = json.loads(exc.content.decode("utf-8") if isinstance(exc.content, bytes) else "")
-        error = data.get("error", {}) if isinstance(data, dict) else {}
-    except (ValueError, AttributeError):
-        return "", ""
-    if not isinstance(error, dict):
-        return "", str(error)
-    reasons = [e.get("reason", "") for e in error.get("errors", []) if isinstance(e, dict)]
-    details = error.get("details", [])
-    # Newer APIs put the reason in details[].reason (ErrorInfo) instead of errors[].reason.
-    reasons += [d.get("reason", "") for d in details if isinstance(d, dict)]
-    reason = next((r for r in reasons if r), "") or str(error.get("status", ""))
-    return reason, str(error.get("message", ""))

@@ -20,13 +20,15 @@ No message ever contains the JSON: it holds a secret.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from google.auth.credentials import Credentials
 
-from invoicing.errors import SettingsError
+from invoicing.errors import PermanentError, SettingsError, TransientError
 
 GMAIL_SEND = "https://www.googleapis.com/auth/gmail.send"
 SPREADSHEETS = "https://www.googleapis.com/auth/spreadsheets"
@@ -193,3 +195,52 @@ def build_client(
         cache_discovery=False,
         client_options={"api_endpoint": api_endpoint} if api_endpoint else None,
     )
+
+
+def error_of(exc: Any) -> tuple[str, str]:
+    """(reason, message) from Google's error JSON: ``{"error": {"errors": [{"reason"}]}}``."""
+    try:
+        data = json.loads(exc.content.decode("utf-8") if isinstance(exc.content, bytes) else "")
+        error = data.get("error", {}) if isinstance(data, dict) else {}
+    except (ValueError, AttributeError):
+        return "", ""
+    if not isinstance(error, dict):
+        return "", str(error)
+    reasons = [e.get("reason", "") for e in error.get("errors", []) if isinstance(e, dict)]
+    details = error.get("details", [])
+    # Newer APIs put the reason in details[].reason (ErrorInfo) instead of errors[].reason.
+    reasons += [d.get("reason", "") for d in details if isinstance(d, dict)]
+    reason = next((r for r in reasons if r), "") or str(error.get("status", ""))
+    return reason, str(error.get("message", ""))
+
+
+@contextmanager
+def google_errors(
+    stage: str,
+    *,
+    http_error: Callable[[str, int, str, str], Exception],
+    refresh_error: Callable[[Any], Exception],
+    say: Callable[[str], str],
+) -> Iterator[None]:
+    """Turn what google-api-python-client and google-auth raise into our two kinds of error.
+
+    The transport failures are the same for every Google API; what a status or a refused
+    token *means* differs per API, so the caller says it (``http_error``, ``refresh_error``).
+    """
+    import httplib2
+    from google.auth import exceptions as auth_exceptions
+    from googleapiclient.errors import HttpError
+
+    try:
+        yield
+    except (PermanentError, TransientError):
+        raise
+    except HttpError as exc:
+        reason, message = error_of(exc)
+        raise http_error(stage, int(exc.resp.status), reason, message) from exc
+    except auth_exceptions.RefreshError as exc:
+        raise refresh_error(exc) from exc
+    except auth_exceptions.TransportError as exc:
+        raise TransientError(say(f"{stage}: Google unreachable: {exc}")) from exc
+    except (OSError, TimeoutError, httplib2.HttpLib2Error) as exc:
+        raise TransientError(say(f"{stage} failed: {type(exc).__name__}: {exc}")) from exc

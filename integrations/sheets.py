@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from invoicing.errors import PermanentError, SettingsError, TransientError
@@ -294,38 +294,23 @@ class LedgerSheet:
             self._local.service = service
         return service
 
-    @contextmanager
-    def _classified(self, stage: str) -> Iterator[None]:
-        from google.auth import exceptions as auth_exceptions
-        from googleapiclient.errors import HttpError
+    def _classified(self, stage: str) -> AbstractContextManager[None]:
+        from integrations.google_auth import google_errors
 
-        from integrations.gmail import _error_of
+        return google_errors(
+            stage,
+            http_error=self._http_error,
+            refresh_error=self._refresh_error,
+            say=self._say,
+        )
 
-        try:
-            yield
-        except (PermanentError, TransientError):
-            raise
-        except HttpError as exc:
-            status = int(exc.resp.status)
-            reason, message = _error_of(exc)
-            raise self._http_error(stage, status, reason, message) from exc
-        except auth_exceptions.RefreshError as exc:
-            text = str(exc.args[0]) if exc.args else str(exc)
-            if getattr(exc, "retryable", False):
-                raise TransientError(self._say(f"token refresh failed: {text}")) from exc
-            raise PermanentError(
-                self._say(f"token refresh failed: {text} — {self._fix_credentials()}")
-            ) from exc
-        except auth_exceptions.TransportError as exc:
-            raise TransientError(self._say(f"{stage}: Google unreachable: {exc}")) from exc
-        except (OSError, TimeoutError) as exc:
-            raise TransientError(self._say(f"{stage} failed: {type(exc).__name__}: {exc}")) from exc
-        except Exception as exc:
-            import httplib2
-
-            if isinstance(exc, httplib2.HttpLib2Error):
-                raise TransientError(self._say(f"{stage} failed: {exc}")) from exc
-            raise
+    def _refresh_error(self, exc: Any) -> PermanentError | TransientError:
+        text = str(exc.args[0]) if exc.args else str(exc)
+        if getattr(exc, "retryable", False):
+            return TransientError(self._say(f"token refresh failed: {text}"))
+        return PermanentError(
+            self._say(f"token refresh failed: {text} — {self._fix_credentials()}")
+        )
 
     def _http_error(
         self, stage: str, status: int, reason: str, message: str
