@@ -85,7 +85,7 @@ async def intake(
     event_id: str,
     event_type: str,
     raw: str,
-    result: stripe_events.SaleDraft | stripe_events.Ignored,
+    result: stripe_events.SaleDraft | stripe_events.RefundDraft | stripe_events.Ignored,
 ) -> Response:
     """Record in a thread (one transaction), wake the worker, answer with the outcome."""
     rt: Runtime = request.app.state.runtime

@@ -24,6 +24,9 @@ HANDLED = {
     "checkout.session.async_payment_succeeded",
     "invoice.paid",
     "payment_intent.succeeded",
+    "refund.created",
+    "refund.updated",
+    "charge.refunded",
 }
 
 
@@ -91,6 +94,24 @@ class SaleDraft:
     payment_intent: str | None = None
     stripe_object: str | None = None
     delay_seconds: float = 0.0
+
+
+@dataclass
+class RefundDraft:
+    """Money given back on a payment, as the event tells it; it becomes a credit note.
+
+    ``basis`` says how to read ``amount``: "refund" is one refund (its id is the key, so
+    ``refund.created`` and ``refund.updated`` of one refund are one record); "charge" is a
+    charge's cumulative ``amount_refunded`` (``charge.refunded``, which may or may not cover
+    refunds also seen one by one: invoicing/refunds.py reconciles the two)."""
+
+    payment_key: str
+    basis: str
+    refunds_payment: str
+    amount: int
+    currency: str
+    refunded_at: datetime
+    source: str = "stripe"
 
 
 @dataclass
@@ -288,24 +309,66 @@ def _payment_intent(
     )
 
 
-def to_sale(event: dict[str, Any], grace_seconds: float = 0.0) -> SaleDraft | Ignored:
+def _refund(event: dict[str, Any], obj: dict[str, Any]) -> RefundDraft | Ignored:
+    if obj.get("status") != "succeeded":
+        return Ignored(f"refund status is {obj.get('status')!r}, not 'succeeded' yet")
+    payment = _ref(obj.get("payment_intent"))
+    if not payment:
+        return Ignored("the refund names no payment_intent; use `invoicehook refund-note`")
+    amount = _int(obj.get("amount"))
+    if amount <= 0:
+        return Ignored("the refund is of no amount")
+    return RefundDraft(
+        payment_key=str(obj["id"]),
+        basis="refund",
+        refunds_payment=payment,
+        amount=amount,
+        currency=str(obj.get("currency") or "eur").upper(),
+        refunded_at=_paid_at(event, obj),
+    )
+
+
+def _charge_refunded(event: dict[str, Any], obj: dict[str, Any]) -> RefundDraft | Ignored:
+    payment = _ref(obj.get("payment_intent"))
+    if not payment:
+        return Ignored("the charge names no payment_intent; use `invoicehook refund-note`")
+    refunded = _int(obj.get("amount_refunded"))
+    if refunded <= 0:
+        return Ignored("nothing was refunded on this charge")
+    return RefundDraft(
+        # One record per cumulative amount: a second partial refund is a new record.
+        payment_key=f"{obj['id']}/refunded/{refunded}",
+        basis="charge",
+        refunds_payment=payment,
+        amount=refunded,
+        currency=str(obj.get("currency") or "eur").upper(),
+        refunded_at=_paid_at(event, {}),
+    )
+
+
+def to_sale(event: dict[str, Any], grace_seconds: float = 0.0) -> SaleDraft | RefundDraft | Ignored:
     kind = event["type"]
     if kind not in HANDLED:
         return Ignored(f"event type {kind} is not one invoicehook handles")
     obj = event["data"]["object"]
     if not isinstance(obj.get("id"), str):
         raise BadRequest("data.object has no id")
+    result: SaleDraft | RefundDraft | Ignored
     try:
         if kind.startswith("checkout.session."):
             result = _session(event, obj)
         elif kind == "invoice.paid":
             result = _invoice(event, obj)
+        elif kind.startswith("refund."):
+            result = _refund(event, obj)
+        elif kind == "charge.refunded":
+            result = _charge_refunded(event, obj)
         else:
             result = _payment_intent(event, obj, grace_seconds)
     except (AttributeError, TypeError, ValueError, KeyError) as exc:
         # A field of the wrong shape (a string where Stripe sends an object…).
         raise BadRequest(f"{kind}: data.object is not shaped as Stripe sends it ({exc})") from None
-    if isinstance(result, SaleDraft):
+    if not isinstance(result, Ignored):
         _check_currency(result.currency)
     return result
 

@@ -23,6 +23,7 @@ from slugify import slugify
 from invoicing.model import Invoice, Line, Seller
 from invoicing.money import format_date, format_money, format_number
 
+KINDS = ("invoice", "credit_note")
 REGIMES = ("franchise", "standard", "oss", "reverse-charge", "training")
 TAXED_REGIMES = ("standard", "oss")  # a VAT rate per line and VAT per rate in the totals
 EXEMPT_REGIMES = ("franchise", "training")  # one "Total", the exemption text says why
@@ -82,11 +83,16 @@ class InvoiceRenderer:
         """What the template prints, as JSON-ready values with every string final."""
         if regime not in REGIMES:
             raise ValueError(f"unknown VAT regime {regime!r}; expected one of {REGIMES}")
-        if invoice.kind != "invoice":
+        if invoice.kind not in KINDS:
             # A credit note printed under the title "Facture" would be a false document.
-            raise ValueError(f"cannot render a {invoice.kind!r} yet: only invoices have a template")
+            raise ValueError(f"cannot render a {invoice.kind!r}; expected one of {KINDS}")
+        if invoice.kind == "credit_note" and not (
+            invoice.credited_number and invoice.credited_issued_at
+        ):
+            raise ValueError(f"credit note {invoice.number} does not say which invoice it credits")
         lang = invoice.language if invoice.language in self._texts else DEFAULT_LANGUAGE
-        t = self._texts[lang]
+        # A kind (credit_note) overrides only the words that differ from an invoice's.
+        t = {**self._texts[lang], **self._texts[lang].get(invoice.kind, {})}
         money = _Money(invoice.currency, lang)
         buyer = invoice.buyer
 
@@ -100,6 +106,8 @@ class InvoiceRenderer:
         ]
         if invoice.sale_date != issued:
             meta.append({"label": t["sale_date"], "value": format_date(invoice.sale_date, lang)})
+        if invoice.kind == "credit_note":
+            meta.append({"label": t["credited_invoice"], "value": _credited(invoice, t, lang)})
 
         registration = _registration(seller.siren, t)
         seller_lines = [*seller.address, _country_name(seller.country, lang), registration]
@@ -120,7 +128,8 @@ class InvoiceRenderer:
         rows = [self._row(line, money, t, lang, taxed) for line in invoice.lines]
 
         # The B2B late-payment penalty and the 40 € recovery indemnity (C. com. L441-10).
-        terms = [t["business_terms"]] if buyer.is_business else []
+        # A credit note is money given back: no payment terms apply to it.
+        terms = [t["business_terms"]] if buyer.is_business and invoice.kind == "invoice" else []
 
         seller_name = _with_legal_form(seller)
         return {
@@ -144,7 +153,11 @@ class InvoiceRenderer:
 
     @staticmethod
     def _row(line: Line, money: _Money, t: dict[str, Any], lang: str, taxed: bool) -> list[str]:
-        row = [line.description, format_number(line.quantity, lang), money(line.unit_amount)]
+        description = line.description
+        if line.period:
+            start, end = (format_date(day, lang) for day in line.period)
+            description += "\n" + t["period"].format(start=start, end=end)
+        row = [description, format_number(line.quantity, lang), money(line.unit_amount)]
         if taxed:
             row.append(_rate(line.tax_rate, t, lang) if line.tax_rate else "—")
         row.append(money(line.amount))
@@ -241,12 +254,20 @@ def _country_name(code: str | None, lang: str) -> str:
 
 
 def _payment(invoice: Invoice, t: dict[str, Any], lang: str) -> str:
-    """ "Payée le 25 novembre 2026 — référence pi_…"; the date is when the buyer paid."""
+    """ "Payée le 25 novembre 2026 — référence pi_…": when the buyer paid (or, on a credit
+    note, "Remboursé le …": when the money went back)."""
     paid = _paid_on(invoice)
     when = format_date(paid, lang)
     if invoice.payment_reference:
         return str(t["paid_with_reference"].format(date=when, reference=invoice.payment_reference))
     return str(t["paid"].format(date=when))
+
+
+def _credited(invoice: Invoice, t: dict[str, Any], lang: str) -> str:
+    """ "F2026-000123 du 12 novembre 2026": the invoice a credit note credits."""
+    assert invoice.credited_issued_at is not None
+    issued = format_date(_local(invoice, invoice.credited_issued_at), lang)
+    return str(t["credited_value"].format(number=invoice.credited_number, date=issued))
 
 
 def _paid_on(invoice: Invoice) -> date:

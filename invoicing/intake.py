@@ -16,7 +16,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
-from integrations.stripe_events import Ignored, SaleDraft
+from integrations.stripe_events import Ignored, RefundDraft, SaleDraft
 from invoicing.queue import enqueue
 from invoicing.store import events, is_postgres, sales, utcnow, write
 
@@ -86,6 +86,7 @@ class _Statements:
                 sales.c.currency == bindparam("currency"),
                 sales.c.source != bindparam("source"),
                 sales.c.status != "duplicate",
+                sales.c.kind == "sale",
                 sales.c.created_at >= bindparam("since"),
             )
             .order_by(sales.c.id)
@@ -116,7 +117,7 @@ def record(
     event_id: str,
     event_type: str,
     raw: str,
-    result: SaleDraft | Ignored,
+    result: SaleDraft | RefundDraft | Ignored,
 ) -> Outcome:
     now = utcnow()
     with write(engine) as conn:
@@ -133,10 +134,7 @@ def record(
         }
         if not conn.execute(sql.new_event, row).rowcount:
             return Outcome("duplicate", reason=f"event {event_id} was already received")
-        if isinstance(result, Ignored):
-            outcome = Outcome("ignored", reason=result.reason)
-        else:
-            outcome = _record_sale(conn, sql, event_id, result)
+        outcome = _record(conn, sql, event_id, result)
         conn.execute(
             sql.event_outcome,
             {
@@ -147,6 +145,57 @@ def record(
             },
         )
     return outcome
+
+
+def _record(
+    conn: Connection, sql: _Statements, event_id: str, result: SaleDraft | RefundDraft | Ignored
+) -> Outcome:
+    if isinstance(result, Ignored):
+        return Outcome("ignored", reason=result.reason)
+    if isinstance(result, RefundDraft):
+        return _record_refund(conn, sql, event_id, result)
+    return _record_sale(conn, sql, event_id, result)
+
+
+def _record_refund(
+    conn: Connection, sql: _Statements, event_id: str, draft: RefundDraft
+) -> Outcome:
+    """A refund is kept like a sale (kind "refund"); its job turns it into a credit note.
+
+    Which invoice it credits, and for how much, is settled when the job runs: the sale may
+    not have arrived yet (Stripe sends events in any order), and several refunds of one
+    sale must be weighed against each other under the write lock (invoicing/refunds.py)."""
+    now = utcnow()
+    sale_id = conn.execute(
+        sql.new_sale,
+        {
+            "payment_key": draft.payment_key,
+            "payment_intent": None,
+            "source": draft.source,
+            "event_id": event_id,
+            "status": "pending",
+            "duplicate_of": None,
+            "paid_at": draft.refunded_at,
+            "currency": draft.currency,
+            "subtotal": draft.amount,
+            "tax": 0,
+            "total": draft.amount,
+            "buyer": {},
+            "lines": None,
+            "tax_lines": [],
+            "stripe_object": None,
+            "created_at": now,
+            "kind": "refund",
+            "refunds_payment": draft.refunds_payment,
+            "refund_of": None,
+            "refund_basis": draft.basis,
+        },
+    ).scalar()
+    if sale_id is None:
+        existing = conn.execute(sql.sale_by_key, {"key": draft.payment_key}).scalar()
+        return Outcome("duplicate", existing, f"refund {draft.payment_key} is already recorded")
+    enqueue(conn, INVOICE_JOB, sale_id, now)
+    return Outcome("accepted", sale_id)
 
 
 def _record_sale(conn: Connection, sql: _Statements, event_id: str, draft: SaleDraft) -> Outcome:
@@ -244,7 +293,7 @@ def replay(engine: Engine, event_id: str) -> Outcome:
             select(sales.c.id).where(sales.c.payment_key == result.payment_key)
         ).scalar()
         if sale_id is None:
-            outcome = _record_sale(conn, _STATEMENTS[is_postgres(conn)], event_id, result)
+            outcome = _record(conn, _STATEMENTS[is_postgres(conn)], event_id, result)
             conn.execute(
                 update(events)
                 .where(events.c.id == event_id)

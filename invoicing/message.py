@@ -52,7 +52,9 @@ def build_invoice_message(
     """The message for ``invoice``: multipart/mixed of (text/plain, text/html) and the PDF."""
     language = _language(invoice.language)
     texts = _texts(Path(templates_dir), language, invoice.kind)
-    amount = format_money(invoice.total, invoice.currency, language)
+    # A credit note's total is negative (money given back); the email says how much.
+    amount = format_money(abs(invoice.total), invoice.currency, language)
+    credited = invoice.credited_number or ""
     number = invoice.number
     seller_display = _seller_display(seller)
     buyer_name = _one_line(invoice.buyer.name)
@@ -61,13 +63,14 @@ def build_invoice_message(
         "greeting": (
             texts["greeting"].format(name=buyer_name) if buyer_name else texts["greeting_anonymous"]
         ),
-        "intro": texts["intro"].format(number=number, amount=amount),
+        "intro": texts["intro"].format(number=number, amount=amount, credited=credited),
         "preview": texts["preview"].format(number=number, amount=amount),
         "footer": texts["footer"].format(seller=seller_display),
     }
-    title = render_subject(
-        subject or texts["subject"], number=number, seller=seller.name, amount=amount
-    )
+    # The configured subject is an invoice's ("Votre facture …"); a credit note keeps its own.
+    if invoice.kind != "invoice" or not subject:
+        subject = texts["subject"]
+    title = render_subject(subject, number=number, seller=seller.name, amount=amount)
 
     msg = EmailMessage()
     msg["Subject"] = title
@@ -113,7 +116,7 @@ def build_invoice_message(
         seller_address=", ".join(seller.address),
         seller_email=seller.email,
         greeting=words["greeting"],
-        intro=_intro_markup(texts["intro"], number=number, amount=amount),
+        intro=_intro_markup(texts["intro"], number=number, amount=amount, credited=credited),
         attached=texts["attached"],
         button=texts["button"],
         link=link,
@@ -254,9 +257,11 @@ def _language(language: str) -> str:
     return code if code in LANGUAGES else FALLBACK_LANGUAGE
 
 
-def _intro_markup(text: str, *, number: str, amount: str) -> Markup:
+def _intro_markup(text: str, *, number: str, amount: str, credited: str) -> Markup:
     bold = Markup('<strong style="white-space:nowrap">{}</strong>')
-    return escape(text).format(number=bold.format(number), amount=bold.format(amount))
+    return escape(text).format(
+        number=bold.format(number), amount=bold.format(amount), credited=bold.format(credited)
+    )
 
 
 def _seller_display(seller: Seller) -> str:

@@ -5,7 +5,7 @@ Amounts are integers in the currency's minor unit (cents for EUR, yen for JPY).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ class Line:
     amount: int  # quantity * unit price - discount, excl. tax
     tax_amount: int = 0
     tax_rate: str | None = None  # percent as a decimal string, "20" or "5.5"
+    period: tuple[date, date] | None = None  # a subscription's service period, seller's days
 
 
 @dataclass(frozen=True)
@@ -53,12 +54,19 @@ class Seller:
     legal_form: str = "EI"  # printed after the name: French sole traders must show "EI"
 
 
+def seller_json(seller: Seller) -> dict[str, Any]:
+    """The seller as stored on each document: as they were when it was issued."""
+    data = asdict(seller)
+    data["address"] = list(seller.address)
+    return data
+
+
 @dataclass(frozen=True)
 class Invoice:
     """An issued document. Once it has a number it never changes."""
 
     number: str
-    kind: str  # "invoice" (credit notes come with refunds)
+    kind: str  # "invoice" | "credit_note" (amounts negative: money given back)
     issued_at: datetime  # timezone-aware, UTC
     sale_date: date
     currency: str  # ISO 4217, upper case
@@ -72,3 +80,5 @@ class Invoice:
     language: str = "fr"  # "fr" | "en"
     timezone: str = "UTC"  # the seller's: dates printed, filing month and number series
     extra: dict[str, Any] = field(default_factory=dict)
+    credited_number: str | None = None  # a credit note's invoice, as printed on it
+    credited_issued_at: datetime | None = None

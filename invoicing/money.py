@@ -58,3 +58,18 @@ def format_date(d: date | datetime, language: str) -> str:
     if isinstance(d, datetime):
         d = d.date()
     return babel_format_date(d, format="long", locale=language)
+
+
+def parse_amount(text: str, currency: str) -> int:
+    """ "49,90" or "49.90" (major units) → 4990 minor units; ValueError says what is wrong."""
+    cleaned = re.sub(r"[\s\u00a0\u202f']", "", text).replace(",", ".")
+    try:
+        value = Decimal(cleaned)
+    except ArithmeticError:
+        raise ValueError(f"{text!r} is not an amount like 49.90") from None
+    if not value.is_finite() or value <= 0:
+        raise ValueError(f"{text!r} is not an amount above zero")
+    minor = value.scaleb(precision(currency))
+    if minor != minor.to_integral_value():
+        raise ValueError(f"{text!r} has more decimals than {currency.upper()} allows")
+    return int(minor)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import asdict
+from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -17,9 +17,10 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Row
 
 from invoicing.errors import PermanentError
-from invoicing.model import Buyer, Invoice, Line, Seller, TaxLine
+from invoicing.model import Buyer, Invoice, Line, Seller, TaxLine, seller_json
 from invoicing.numbering import allocate
 from invoicing.queue import enqueue
+from invoicing.refunds import issue_credit_note
 from invoicing.runtime import Runtime
 from invoicing.store import as_utc, invoices, sales, utcnow, write
 
@@ -41,14 +42,11 @@ def process_sale(rt: Runtime, sale_id: int, checkpoint: Callable[[], None] = lam
         raise PermanentError(f"sale {sale_id} does not exist")
     if sale.status == "duplicate":
         return f"sale {sale_id} is a duplicate of sale {sale.duplicate_of}; nothing to do"
-    row = load_invoice(rt, sale_id)
+    row = issue_now(rt, sale_id)
+    if row is None and sale.kind == "refund":
+        return f"refund {sale.payment_key} is covered by earlier credit notes; nothing to credit"
     if row is None:
-        if _owned_elsewhere(rt, sale):
-            return f"payment {sale.payment_key} belongs to another sale; not invoiced"
-        issued = issue(rt, sale, _lines(rt, sale))
-        if issued is None:
-            return f"sale {sale_id} turned out to be a duplicate; not invoiced"
-        row = issued
+        return f"payment {sale.payment_key} belongs to another sale; not invoiced"
     pdf = None
     if row.stored_at is None:
         pdf = store_pdf(rt, row)
@@ -57,7 +55,29 @@ def process_sale(rt: Runtime, sale_id: int, checkpoint: Callable[[], None] = lam
     if row.emailed_at is None and row.email_status != "skipped":
         checkpoint()
         send_email(rt, row, pdf=pdf)
-    return f"invoice {row.number} done"
+    return f"{row.kind.replace('_', ' ')} {row.number} done"
+
+
+def issue_now(rt: Runtime, sale_id: int) -> Row[Any] | None:
+    """The first step alone: the sale's invoice, issued now unless it already has one.
+
+    None when the sale is not to be invoiced: a duplicate, or a payment that another sale
+    (or a session or invoice Stripe knows of) owns. ``invoicehook backfill`` calls it in
+    paid order so that numbers follow payment dates; the queued job then finds the invoice
+    issued and goes on with the PDF and the email.
+    """
+    row = load_invoice(rt, sale_id)
+    if row is not None:
+        return row
+    with rt.engine.connect() as conn:
+        sale = conn.execute(select(sales).where(sales.c.id == sale_id)).first()
+    if sale is None:
+        raise PermanentError(f"sale {sale_id} does not exist")
+    if sale.kind == "refund":
+        return issue_credit_note(rt, sale_id)
+    if sale.status == "duplicate" or _owned_elsewhere(rt, sale):
+        return None
+    return issue(rt, sale, _lines(rt, sale))  # None: it became a duplicate meanwhile
 
 
 def load_invoice(rt: Runtime, sale_id: int) -> Row[Any] | None:
@@ -169,7 +189,7 @@ def issue(rt: Runtime, sale: Row[Any], lines: list[dict[str, Any]]) -> Row[Any] 
                 language=settings.invoice.language,
                 timezone=settings.invoice.timezone,
                 regime=settings.regime,
-                seller=_seller_json(settings.seller),
+                seller=seller_json(settings.seller),
                 buyer=sale.buyer,
                 currency=sale.currency,
                 subtotal=sale.subtotal,
@@ -189,12 +209,6 @@ def issue(rt: Runtime, sale: Row[Any], lines: list[dict[str, Any]]) -> Row[Any] 
         row = conn.execute(select(invoices).where(invoices.c.sale_id == sale.id)).first()
     assert row is not None
     return row
-
-
-def _seller_json(seller: Seller) -> dict[str, Any]:
-    data = asdict(seller)
-    data["address"] = list(seller.address)
-    return data
 
 
 def _ledger_follows(rt: Runtime, conn: Any, sale_id: int) -> None:
@@ -229,6 +243,7 @@ def to_document(row: Row[Any]) -> tuple[Invoice, Seller]:
                 amount=int(line["amount"]),
                 tax_amount=int(line.get("tax_amount") or 0),
                 tax_rate=line.get("tax_rate"),
+                period=_period(line.get("period"), row.timezone),
             )
             for line in row.lines
         ),
@@ -239,9 +254,20 @@ def to_document(row: Row[Any]) -> tuple[Invoice, Seller]:
         payment_reference=row.payment_reference,
         language=row.language,
         timezone=row.timezone,
+        credited_number=row.credited_number,
+        credited_issued_at=as_utc(row.credited_issued_at) if row.credited_issued_at else None,
     )
     seller["address"] = tuple(seller.get("address") or ())
     return invoice, Seller(**seller)
+
+
+def _period(value: Any, timezone: str) -> tuple[date, date] | None:
+    """A subscription line's [start, end] Unix times as the seller's calendar days."""
+    if not value or not all(value):
+        return None
+    zone = ZoneInfo(timezone)
+    start, end = (datetime.fromtimestamp(int(v), UTC).astimezone(zone).date() for v in value)
+    return start, end
 
 
 def render_pdf(rt: Runtime, row: Row[Any]) -> bytes:

@@ -61,7 +61,7 @@ sales = Table(
     Column("payment_intent", String(255), index=True),
     Column("source", String(20), nullable=False),
     Column("event_id", String(255), nullable=False),
-    Column("status", String(20), nullable=False),  # pending | invoiced | duplicate
+    Column("status", String(20), nullable=False),  # pending | invoiced | duplicate | covered
     Column("duplicate_of", Integer),
     Column("paid_at", DateTime(timezone=True), nullable=False),
     Column("currency", String(3), nullable=False),
@@ -73,6 +73,12 @@ sales = Table(
     Column("tax_lines", JSON, nullable=False),
     Column("stripe_object", String(255)),  # what to fetch line items from
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # "sale", or "refund": money given back, which becomes a credit note. A refund's amount
+    # is in total (for refund_basis "charge", the charge's cumulative amount_refunded).
+    Column("kind", String(20), nullable=False, server_default="sale"),
+    Column("refunds_payment", String(255)),  # the PaymentIntent (or invoice) it refunds
+    Column("refund_of", Integer, index=True),  # the sale it refunds, once found
+    Column("refund_basis", String(20)),  # refund | charge | manual (see invoicing/refunds.py)
 )
 
 invoices = Table(
@@ -108,6 +114,9 @@ invoices = Table(
     # When its row reached the ledger Sheet (None: not yet, or no Sheet configured).
     Column("ledgered_at", DateTime(timezone=True)),
     Column("ledger_email_status", String(20)),  # what the row's "Email" cell says
+    # A credit note cites the invoice it credits, as it was printed.
+    Column("credited_number", String(35)),
+    Column("credited_issued_at", DateTime(timezone=True)),
     UniqueConstraint("series", "seq", name="uq_invoices_series_seq"),
 )
 

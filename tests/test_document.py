@@ -426,10 +426,63 @@ def test_unknown_regime_is_refused(renderer: InvoiceRenderer) -> None:
         renderer.render(make_invoice(), SELLER, "frenchise")
 
 
-def test_credit_notes_are_refused(renderer: InvoiceRenderer) -> None:
-    """A credit note must never be printed under the title "Facture"."""
-    with pytest.raises(ValueError, match="credit_note"):
+def credit_note(**changes: Any) -> Invoice:
+    """20 € given back on a 199 € invoice issued on 12 November."""
+    fields: dict[str, Any] = {
+        "number": "AV2026-000004",
+        "kind": "credit_note",
+        "lines": (Line("Remboursement partiel — Cours en ligne", 1, -2000, -2000),),
+        "subtotal": -2000,
+        "total": -2000,
+        "payment_reference": "re_3QabcREF",
+        "credited_number": "F2026-000123",
+        "credited_issued_at": datetime(2026, 11, 12, 9, 0, tzinfo=UTC),
+    }
+    return make_invoice(**{**fields, **changes})
+
+
+def test_credit_note_cites_the_invoice_it_credits(renderer: InvoiceRenderer) -> None:
+    """Title "Avoir", the invoice's number and date, the amounts given back, when and how."""
+    text = render_text(renderer, credit_note(buyer=COMPANY))
+    assert text.count("Avoir") >= 1 and "Facture" not in text.replace("Facture d’origine", "")
+    assert "N° AV2026-000004" in text
+    assert "Facture d’origine F2026-000123 du 12 novembre 2026" in text
+    assert "Remboursement partiel — Cours en ligne 1 -20,00 € -20,00 €" in text
+    assert "Total -20,00 €" in text
+    assert "Remboursé le 25 novembre 2026 — référence re_3QabcREF" in text
+    # Late-payment penalties concern what is owed, not money given back.
+    assert "40 €" not in text and "pénalités" not in text
+
+
+def test_credit_note_in_english(renderer: InvoiceRenderer) -> None:
+    text = render_text(renderer, credit_note(language="en"))
+    assert "Credit note" in text and "Invoice" not in text.replace("Original invoice", "")
+    assert "Original invoice F2026-000123 of November 12, 2026" in text
+    assert "-€20.00" in text
+    assert "Refunded on November 25, 2026 — reference re_3QabcREF" in text
+
+
+def test_credit_note_without_its_invoice_is_refused(renderer: InvoiceRenderer) -> None:
+    """A credit note that does not say which invoice it credits is not a valid document."""
+    with pytest.raises(ValueError, match="which invoice"):
         renderer.render(make_invoice(kind="credit_note"), SELLER, "franchise")
+
+
+def test_unknown_kind_is_refused(renderer: InvoiceRenderer) -> None:
+    """Only invoices and credit notes have a title; anything else is an error."""
+    with pytest.raises(ValueError, match="proforma"):
+        renderer.render(make_invoice(kind="proforma"), SELLER, "franchise")
+
+
+def test_subscription_line_shows_its_period(renderer: InvoiceRenderer) -> None:
+    """A subscription's invoice says which month of service it covers."""
+    line = replace(
+        COURSE, description="Abonnement Atelier", period=(date(2026, 11, 1), date(2026, 12, 1))
+    )
+    text = render_text(renderer, make_invoice(lines=(line,)))
+    assert "Abonnement Atelier Période du 1 novembre 2026 au 1 décembre 2026" in text
+    text = render_text(renderer, make_invoice(lines=(line,), language="en"))
+    assert "Period: November 1, 2026 to December 1, 2026" in text
 
 
 def test_missing_templates_are_reported(tmp_path: Path) -> None:

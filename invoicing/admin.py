@@ -1,0 +1,149 @@
+"""What the seller does by hand: a credit note for money given back outside Stripe, and the
+list of documents issued.
+
+A manual refund is recorded like a Stripe one (a sale of kind "refund", basis "manual") and
+numbered by the same code (invoicing/refunds.py), so the two kinds add up and together
+never credit more than was paid.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, TextIO
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+
+from invoicing.errors import InvoicehookError
+from invoicing.money import format_money, parse_amount
+from invoicing.queue import enqueue
+from invoicing.refunds import already_credited, issue_credit_note
+from invoicing.runtime import Runtime
+from invoicing.store import as_utc, invoices, sales, utcnow, write
+
+INVOICE_JOB = "invoice"
+
+
+def refund_note(rt: Runtime, number: str, amount_text: str | None) -> Any:
+    """Record a refund of invoice ``number`` (all that is left, or ``amount_text``) and issue
+    its credit note; returns the credit note's row. The queued job renders and emails it."""
+    language = rt.settings.invoice.language
+    with write(rt.engine) as conn:
+        original = conn.execute(select(invoices).where(invoices.c.number == number)).first()
+        if original is None:
+            raise InvoicehookError(f"no invoice numbered {number}")
+        if original.kind != "invoice":
+            raise InvoicehookError(f"{number} is a credit note; give the invoice's number")
+
+        def money(amount: int) -> str:
+            return format_money(amount, original.currency, language)
+
+        credited = already_credited(conn, original.sale_id)
+        left = original.total - credited
+        if left <= 0:
+            raise InvoicehookError(f"{number} is already credited in full ({money(credited)})")
+        if amount_text is None:
+            amount = left
+        else:
+            try:
+                amount = parse_amount(amount_text, original.currency)
+            except ValueError as exc:
+                raise InvoicehookError(f"--amount: {exc}") from None
+            if amount > left:
+                raise InvoicehookError(
+                    f"--amount {money(amount)} is more than the {money(left)} left to credit on "
+                    f"{number} (paid {money(original.total)}, already credited {money(credited)})"
+                )
+        now = utcnow()
+        refund_id = conn.execute(
+            sales.insert()
+            .values(
+                payment_key=f"manual/{number}/{uuid.uuid4().hex[:12]}",
+                payment_intent=None,
+                source="manual",
+                event_id="cli",
+                status="pending",
+                paid_at=now,
+                currency=original.currency,
+                subtotal=amount,
+                tax=0,
+                total=amount,
+                buyer={},
+                lines=None,
+                tax_lines=[],
+                created_at=now,
+                kind="refund",
+                refund_of=original.sale_id,
+                refund_basis="manual",
+            )
+            .returning(sales.c.id)
+        ).scalar_one()
+        enqueue(conn, INVOICE_JOB, refund_id, now)
+    note = issue_credit_note(rt, refund_id)
+    if note is None:  # a Stripe refund was credited in the meantime
+        raise InvoicehookError(f"nothing left to credit on {number}")
+    return note
+
+
+def list_documents(rt: Runtime, month: str | None, out: TextIO) -> int:
+    """Print the invoices and credit notes (of one month of the seller's calendar); returns
+    how many were printed."""
+    zone = ZoneInfo(rt.settings.invoice.timezone)
+    language = rt.settings.invoice.language
+    query = select(invoices).order_by(invoices.c.issued_at, invoices.c.id)
+    if month is not None:
+        start, end = month_bounds(month, zone)
+        query = query.where(invoices.c.issued_at >= start, invoices.c.issued_at < end)
+    with rt.engine.connect() as conn:
+        rows = conn.execute(query).all()
+    if not rows:
+        print("no invoices" + (f" issued in {month}" if month else " yet"), file=out)
+        return 0
+    table = [("Date", "Number", "Kind", "Buyer", "Amount", "Email")]
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for row in rows:
+        buyer = dict(row.buyer)
+        table.append(
+            (
+                as_utc(row.issued_at).astimezone(zone).strftime("%Y-%m-%d"),
+                row.number,
+                "credit note" if row.kind == "credit_note" else "invoice",
+                _clip(str(buyer.get("business_name") or buyer.get("name") or buyer.get("email"))),
+                format_money(row.total, row.currency, language),
+                row.email_status,
+            )
+        )
+        totals[row.currency][0 if row.kind == "invoice" else 1] += row.total
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    for line in table:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)), file=out
+        )
+    for currency, (invoiced, credited) in sorted(totals.items()):
+        print(
+            f"{currency}: invoiced {format_money(invoiced, currency, language)}, "
+            f"credited {format_money(-credited, currency, language)}, "
+            f"net {format_money(invoiced + credited, currency, language)}",
+            file=out,
+        )
+    return len(rows)
+
+
+def month_bounds(month: str, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """ "2026-11" → its first and the next month's first instant on the seller's clock."""
+    try:
+        first = date.fromisoformat(f"{month}-01")
+    except ValueError:
+        raise InvoicehookError(f"--month {month!r} is not a month like 2026-11") from None
+    following = (first.replace(day=28) + timedelta(days=4)).replace(day=1)
+    # In UTC: SQLite compares the stored UTC times as text.
+    return (
+        datetime(first.year, first.month, 1, tzinfo=zone).astimezone(UTC),
+        datetime(following.year, following.month, 1, tzinfo=zone).astimezone(UTC),
+    )
+
+
+def _clip(text: str, width: int = 32) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,0 +1,393 @@
+"""Refunds become credit notes: full, partial, repeated, over-refunds, and one refund told twice."""
+
+from __future__ import annotations
+
+import json
+import threading
+from email import message_from_bytes, policy
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from integrations.stripe_events import parse, to_sale
+from invoicing.cli import main
+from invoicing.intake import record
+from invoicing.pipeline import load_invoice, load_invoice_by_number, process_sale
+from invoicing.runtime import Runtime, build_runtime
+from invoicing.settings import load_settings
+from invoicing.store import invoices, jobs, sales, write
+from invoicing.worker import Worker
+from tests.conftest import checkout_event, write_config
+from tests.google_server import GoogleFake
+from tests.test_end_to_end import attachment, pdf_text
+from tests.test_ledger import google_api, ledger_env, rows, settle  # noqa: F401 (a fixture)
+from tests.test_pipeline import runtime, sell  # noqa: F401 (a fixture)
+
+PAID = 19900
+
+
+def refund_event(
+    n: int | str,
+    amount: int,
+    *,
+    status: str = "succeeded",
+    event_type: str = "refund.created",
+    payment_intent: str = "pi_test_1",
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "id": event_id or f"evt_{event_type}_{n}_{status}",
+        "object": "event",
+        "type": event_type,
+        "created": 1795600000,
+        "data": {
+            "object": {
+                "id": f"re_{n}",
+                "object": "refund",
+                "amount": amount,
+                "currency": "eur",
+                "status": status,
+                "payment_intent": payment_intent,
+                "charge": "ch_1",
+                "created": 1795600000,
+            }
+        },
+    }
+
+
+def charge_refunded(amount_refunded: int, event_id: str = "evt_charge") -> dict[str, Any]:
+    return {
+        "id": event_id,
+        "object": "event",
+        "type": "charge.refunded",
+        "created": 1795600100,
+        "data": {
+            "object": {
+                "id": "ch_1",
+                "object": "charge",
+                "amount": PAID,
+                "amount_refunded": amount_refunded,
+                "currency": "eur",
+                "payment_intent": "pi_test_1",
+                "refunded": amount_refunded == PAID,
+            }
+        },
+    }
+
+
+def credit_notes(rt: Runtime) -> list[Any]:
+    with rt.engine.connect() as conn:
+        return list(
+            conn.execute(
+                select(invoices).where(invoices.c.kind == "credit_note").order_by(invoices.c.id)
+            )
+        )
+
+
+def invoiced(rt: Runtime) -> Any:
+    sale_id = sell(rt, checkout_event(1))
+    Worker(rt).drain()
+    row = load_invoice(rt, sale_id)
+    assert row is not None and row.number == "F2026-000001"
+    return row
+
+
+def outbox(rt: Runtime) -> Path:
+    return Path(rt.settings.email_url.removeprefix("file://"))
+
+
+def test_full_refund_is_a_credit_note_citing_the_invoice(runtime: Runtime) -> None:  # noqa: F811
+    """All of it back: the invoice's own lines, negative, under its own number, emailed."""
+    invoice = invoiced(runtime)
+    invoice_pdf = runtime.storage.get(invoice.pdf_key)
+
+    sell(runtime, refund_event(1, PAID))
+    Worker(runtime).drain()
+
+    (note,) = credit_notes(runtime)
+    assert (note.number, note.total, note.subtotal, note.tax) == ("AV2026-000001", -PAID, -PAID, 0)
+    text = pdf_text(runtime.storage.get(note.pdf_key))
+    assert "Avoir" in text and "AV2026-000001" in text
+    assert f"Facture d’origine {invoice.number} du" in text
+    assert "Cours d'aquarelle 1 -199,00 € -199,00 €" in text
+    assert "Total -199,00 €" in text
+    assert "référence re_1" in text
+    # The invoice itself is untouched: same row, same bytes.
+    again = load_invoice_by_number(runtime, invoice.number)
+    assert again is not None and again.total == PAID and again.pdf_sha256 == invoice.pdf_sha256
+    assert runtime.storage.get(invoice.pdf_key) == invoice_pdf
+
+    eml = outbox(runtime) / "AV2026-000001.3e693cf7.eml"
+    msg = message_from_bytes(eml.read_bytes(), policy=policy.default)
+    assert msg["Subject"] == "Avoir AV2026-000001"
+    assert msg["To"].addresses[0].addr_spec == "lea@example.org"
+    plain = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "avoir AV2026-000001 d'un montant de 199,00\xa0€, sur la facture F2026-000001" in plain
+    name, data = attachment(msg)
+    assert name == "AV2026-000001_lea-martin.pdf" and data == runtime.storage.get(note.pdf_key)
+
+
+def test_partial_repeated_and_over_refunds_never_credit_more_than_paid(
+    runtime: Runtime,  # noqa: F811
+) -> None:
+    """50 €, then 80 €, then 100 € asked: the third is cut to the 69 € left, a fourth is nothing."""
+    invoiced(runtime)
+    for n, amount in ((1, 5000), (2, 8000), (3, 10000), (4, 1000)):
+        sell(runtime, refund_event(n, amount))
+        Worker(runtime).drain()
+
+    notes = credit_notes(runtime)
+    assert [(n.number, n.total) for n in notes] == [
+        ("AV2026-000001", -5000),
+        ("AV2026-000002", -8000),
+        ("AV2026-000003", -6900),
+    ]
+    assert -sum(n.total for n in notes) == PAID
+    first = pdf_text(runtime.storage.get(notes[0].pdf_key))
+    assert "Remboursement partiel — Cours d'aquarelle 1 -50,00 € -50,00 €" in first
+    with runtime.engine.connect() as conn:
+        fourth = conn.execute(select(sales).where(sales.c.payment_key == "re_4")).one()
+    assert fourth.status == "covered"
+
+
+def test_partial_refund_keeps_the_vat_in_proportion(tmp_path: Path) -> None:
+    """A quarter of a taxed sale back: a quarter of the VAT, to the cent, per rate."""
+    env = {
+        "INVOICEHOOK_CONFIG": str(
+            write_config(
+                tmp_path, seller={"vat_number": "FR12123456789"}, vat={"regime": "standard"}
+            )
+        ),
+        "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite",
+        "STORAGE_URL": f"file://{tmp_path}/invoices",
+        "EMAIL_URL": f"file://{tmp_path}/outbox",
+    }
+    rt = build_runtime(load_settings(env))
+    sell(rt, checkout_event(1, amount=24000, tax=4000))
+    sell(rt, refund_event(1, 6000))
+    Worker(rt).drain()
+
+    (note,) = credit_notes(rt)
+    assert (note.subtotal, note.tax, note.total) == (-5000, -1000, -6000)
+    assert sum(t["amount"] for t in note.tax_lines) == -1000
+    text = pdf_text(rt.storage.get(note.pdf_key))
+    assert "Total HT -50,00 €" in text and "Total TTC -60,00 €" in text
+
+
+@pytest.mark.parametrize("charge_first", [False, True])
+def test_one_refund_told_twice_is_one_credit_note(
+    runtime: Runtime,  # noqa: F811
+    charge_first: bool,
+) -> None:
+    """charge.refunded and refund.created of the same refund, in either order: one credit note."""
+    invoiced(runtime)
+    events = [refund_event(1, 5000), charge_refunded(5000)]
+    for event in reversed(events) if charge_first else events:
+        sell(runtime, event)
+        Worker(runtime).drain()
+    assert [n.total for n in credit_notes(runtime)] == [-5000]
+
+    # A second partial refund: the charge's total grows to 80 €, and its own event comes too.
+    for event in (charge_refunded(8000, "evt_charge_2"), refund_event(2, 3000)):
+        sell(runtime, event)
+        Worker(runtime).drain()
+    assert [n.total for n in credit_notes(runtime)] == [-5000, -3000]
+
+
+def deliver(rt: Runtime, event: dict[str, Any]) -> str:
+    body = json.dumps(event)
+    result = to_sale(parse(body.encode()))
+    return record(
+        rt.engine,
+        source="stripe",
+        event_id=event["id"],
+        event_type=event["type"],
+        raw=body,
+        result=result,
+    ).status
+
+
+def test_refund_updates_until_it_succeeds(runtime: Runtime) -> None:  # noqa: F811
+    """A pending refund is not yet money back; its "succeeded" update is, once."""
+    invoiced(runtime)
+    statuses = []
+    for event in (
+        refund_event(1, PAID, status="pending"),
+        refund_event(1, PAID, event_type="refund.updated"),
+        refund_event(1, PAID, event_type="refund.updated", event_id="evt_again"),
+    ):
+        statuses.append(deliver(runtime, event))
+        Worker(runtime).drain()
+    assert statuses == ["ignored", "accepted", "duplicate"]
+    assert [n.number for n in credit_notes(runtime)] == ["AV2026-000001"]
+
+
+def test_refund_before_its_sale_waits_for_the_invoice(runtime: Runtime) -> None:  # noqa: F811
+    """Stripe's events come in any order: a refund first is kept and credited once invoiced."""
+    refund_id = sell(runtime, refund_event(1, PAID))
+    Worker(runtime).drain()
+    with runtime.engine.connect() as conn:
+        job = conn.execute(select(jobs).where(jobs.c.sale_id == refund_id)).one()
+    assert job.state == "pending" and "no sale of payment pi_test_1" in job.last_error
+    assert credit_notes(runtime) == []
+
+    invoiced(runtime)
+    with write(runtime.engine) as conn:  # the retry comes due
+        conn.execute(update(jobs).where(jobs.c.id == job.id).values(run_after=job.created_at))
+    Worker(runtime).drain()
+    (note,) = credit_notes(runtime)
+    assert note.credited_number == "F2026-000001" and note.total == -PAID
+
+
+def test_concurrent_refunds_credit_exactly_what_was_paid(runtime: Runtime) -> None:  # noqa: F811
+    """Five 50 € refunds of a 199 € sale handled at once: 199 € credited, numbers unbroken."""
+    invoiced(runtime)
+    refund_ids = [sell(runtime, refund_event(n, 5000)) for n in range(1, 6)]
+    errors: list[BaseException] = []
+
+    def handle(refund_id: int) -> None:
+        try:
+            process_sale(runtime, refund_id)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=handle, args=(r,)) for r in refund_ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    notes = credit_notes(runtime)
+    assert -sum(n.total for n in notes) == PAID
+    assert sorted(n.number for n in notes) == [f"AV2026-00000{k}" for k in range(1, len(notes) + 1)]
+    assert sorted(n.total for n in notes) == [-5000, -5000, -5000, -4900]
+
+
+def test_refund_of_a_zapier_sale_by_its_payment_intent(runtime: Runtime) -> None:  # noqa: F811
+    """A Podia sale that came through Zapier names its PaymentIntent; Stripe's refund finds it."""
+    from integrations.zapier import to_sale as zap_sale
+    from invoicing.store import utcnow
+
+    fields = {
+        "order_id": "podia-77",
+        "email": "ana@example.org",
+        "name": "Ana",
+        "product": "Cours",
+        "amount": "199,00",
+        "currency": "EUR",
+        "stripe_payment_intent": "pi_podia",
+    }
+    record(
+        runtime.engine,
+        source="zapier",
+        event_id="zapier:podia-77",
+        event_type="zapier.order",
+        raw="{}",
+        result=zap_sale(fields, {}, utcnow()),
+    )
+    sell(runtime, refund_event(1, PAID, payment_intent="pi_podia"))
+    Worker(runtime).drain()
+    (note,) = credit_notes(runtime)
+    assert note.credited_number == "F2026-000001" and note.buyer["email"] == "ana@example.org"
+
+
+def test_credit_note_rows_in_the_ledger_are_negative(
+    tmp_path: Path,
+    google_api: GoogleFake,  # noqa: F811
+) -> None:
+    rt = build_runtime(load_settings(ledger_env(tmp_path, google_api)))
+    sell(rt, checkout_event(1))
+    settle(rt)
+    sell(rt, refund_event(1, 5000))
+    settle(rt)
+    _, invoice_row, note_row = rows(google_api)
+    assert (invoice_row[1], invoice_row[2], invoice_row[9]) == ("F2026-000001", "invoice", 199)
+    assert note_row[1:3] == ["AV2026-000001", "credit_note"]
+    assert note_row[7:11] == [-50, 0, -50, "EUR"]
+    assert note_row[12] == "re_1"
+
+
+# -- the seller's own verbs ----------------------------------------------------------------
+
+
+def cli_env(rt: Runtime, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("INVOICEHOOK_CONFIG", str(tmp_path / "invoicehook.toml"))
+    monkeypatch.setenv("DATABASE_URL", rt.settings.database_url)
+    monkeypatch.setenv("STORAGE_URL", rt.settings.storage_url)
+    monkeypatch.setenv("EMAIL_URL", rt.settings.email_url)
+
+
+class Said:
+    def __init__(self, out: str, err: str) -> None:
+        # Babel's no-break spaces ("49,90\xa0€") as the terminal shows them.
+        self.out, self.err = (t.replace("\xa0", " ") for t in (out, err))
+
+
+def said(capsys: pytest.CaptureFixture[str]) -> Said:
+    captured = capsys.readouterr()
+    return Said(captured.out, captured.err)
+
+
+def test_refund_note_for_money_given_back_outside_stripe(
+    runtime: Runtime,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Part by hand, the rest by default; more than is left, or a credit note's number, refused."""
+    invoiced(runtime)
+    cli_env(runtime, monkeypatch, tmp_path)
+
+    assert main(["refund-note", "F2026-000001", "--amount", "49,90"]) == 0
+    out = said(capsys).out
+    assert "credit note AV2026-000001 issued: 49,90 € on F2026-000001" in out
+    assert "AV2026-000001: email sent" in out
+    text = pdf_text(runtime.storage.get(credit_notes(runtime)[0].pdf_key))
+    assert "Total -49,90 €" in text and "Remboursé le" in text and "référence" not in text
+
+    assert main(["refund-note", "F2026-000001", "--amount", "200"]) == 1
+    err = said(capsys).err
+    assert "200,00 € is more than the 149,10 € left to credit on F2026-000001" in err
+    assert main(["refund-note", "F2026-000001", "--amount", "1.234"]) == 1
+    assert "more decimals than EUR allows" in said(capsys).err
+    assert main(["refund-note", "AV2026-000001"]) == 1
+    assert "is a credit note" in said(capsys).err
+    assert main(["refund-note", "F2099-000001"]) == 1
+    assert "no invoice numbered F2099-000001" in said(capsys).err
+
+    assert main(["refund-note", "F2026-000001"]) == 0
+    assert "AV2026-000002 issued: 149,10 €" in said(capsys).out
+    assert main(["refund-note", "F2026-000001"]) == 1
+    assert "already credited in full (199,00 €)" in said(capsys).err
+    # A Stripe refund that comes after is covered: nothing more is credited.
+    sell(runtime, refund_event(1, PAID))
+    Worker(runtime).drain()
+    assert -sum(n.total for n in credit_notes(runtime)) == PAID
+
+
+def test_list_shows_invoices_and_credit_notes(
+    runtime: Runtime,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    invoiced(runtime)
+    sell(runtime, refund_event(1, 5000))
+    Worker(runtime).drain()
+    cli_env(runtime, monkeypatch, tmp_path)
+    note = credit_notes(runtime)[0]
+    month = f"{note.issued_at:%Y-%m}"
+
+    assert main(["list", "--month", month]) == 0
+    lines = said(capsys).out.splitlines()
+    assert lines[0].split() == ["Date", "Number", "Kind", "Buyer", "Amount", "Email"]
+    assert "F2026-000001" in lines[1] and "invoice" in lines[1] and "199,00 €" in lines[1]
+    assert "AV2026-000001" in lines[2] and "credit note" in lines[2] and "-50,00 €" in lines[2]
+    assert lines[3] == "EUR: invoiced 199,00 €, credited 50,00 €, net 149,00 €"
+
+    assert main(["list", "--month", "2020-01"]) == 0
+    assert said(capsys).out.strip() == "no invoices issued in 2020-01"
+    assert main(["list", "--month", "2026-13"]) == 1
+    assert "not a month like 2026-11" in said(capsys).err
