@@ -1,14 +1,21 @@
-"""Calls to Stripe's API (line items today; backfill later), through the official SDK.
+"""Calls to Stripe's API (line items, session look-ups, backfill), through the official SDK.
 
 The SDK is imported only when an API key is set: it costs a second and 30 MB at import.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 from integrations.stripe_events import checkout_line
 from invoicing.errors import PermanentError, TransientError
+
+# A Stripe invoice may be paid long after it was created (payment terms, failed renewals
+# retried for weeks): invoices created this long before the backfill's first day are listed
+# too, and kept when their payment falls inside the period.
+INVOICE_PAYMENT_LOOKBACK = timedelta(days=366)
 
 
 class StripeApi:
@@ -47,6 +54,58 @@ class StripeApi:
             if payments.data:
                 return str(payments.data[0].invoice)
             return None
+        except self._stripe.StripeError as exc:
+            raise self._classify(exc) from exc
+
+    def paid_checkout_sessions(self, start: datetime, end: datetime) -> Iterator[dict[str, Any]]:
+        """Completed Checkout Sessions created in [start, end], newest first, all pages.
+
+        A session's ``created`` stands for its payment: a session expires 24 hours after it
+        is created and the webhook translation dates the sale from ``created`` too. A
+        completed session may still be unpaid (a bank debit on its way): ``to_sale`` says so.
+        Line items are not asked for here: the pipeline fetches them, every page and with
+        their taxes, through ``session_lines`` before it numbers the invoice.
+        """
+        first, last = int(start.timestamp()), int(end.timestamp())
+        try:
+            page = self._client.v1.checkout.sessions.list(
+                {"status": "complete", "created": {"gte": first, "lte": last}, "limit": 100}
+            )
+            for session in page.auto_paging_iter():
+                yield session.to_dict()
+        except self._stripe.StripeError as exc:
+            raise self._classify(exc) from exc
+
+    def paid_invoices(self, start: datetime, end: datetime) -> Iterator[dict[str, Any]]:
+        """Paid Stripe invoices whose payment (``status_transitions.paid_at``) is in [start, end].
+
+        Stripe filters invoices on ``created`` only: those created up to
+        INVOICE_PAYMENT_LOOKBACK before ``start`` are listed and filtered on their payment
+        date here. ``payments`` is expanded so the sale knows its PaymentIntent (the same
+        payment may have come in through Zapier); lines beyond the first page are fetched.
+        """
+        first, last = int(start.timestamp()), int(end.timestamp())
+        lookback = int((start - INVOICE_PAYMENT_LOOKBACK).timestamp())
+        try:
+            page = self._client.v1.invoices.list(
+                {
+                    "status": "paid",
+                    "created": {"gte": lookback, "lte": last},
+                    "limit": 100,
+                    "expand": ["data.payments"],
+                }
+            )
+            for invoice in page.auto_paging_iter():
+                data = invoice.to_dict()
+                paid_at = (data.get("status_transitions") or {}).get("paid_at")
+                if not isinstance(paid_at, int) or not first <= paid_at <= last:
+                    continue
+                lines = data.get("lines") or {}
+                if lines.get("has_more"):
+                    more = self._client.v1.invoices.line_items.list(data["id"], {"limit": 100})
+                    lines["data"] = [line.to_dict() for line in more.auto_paging_iter()]
+                    lines["has_more"] = False
+                yield data
         except self._stripe.StripeError as exc:
             raise self._classify(exc) from exc
 

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from datetime import date
 
 from invoicing.errors import InvoicehookError, SettingsError
 
@@ -100,6 +101,41 @@ def cmd_ledger(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_refund_note(args: argparse.Namespace) -> int:
+    from invoicing.admin import refund_note
+    from invoicing.money import format_money
+    from invoicing.pipeline import load_invoice_by_number
+    from invoicing.runtime import build_runtime
+    from invoicing.worker import Worker
+
+    rt = build_runtime(_settings())
+    note = refund_note(rt, args.number, args.amount)
+    amount = format_money(-note.total, note.currency, rt.settings.invoice.language)
+    print(f"credit note {note.number} issued: {amount} on {args.number}")
+    # Render, store and email it now rather than wait for the service's worker (both are
+    # safe together: the job is leased).
+    Worker(rt).drain()
+    row = load_invoice_by_number(rt, note.number)
+    print(f"{note.number}: email {row.email_status if row else 'pending'}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from invoicing.admin import list_documents
+    from invoicing.runtime import build_runtime
+
+    list_documents(build_runtime(_settings()), args.month, sys.stdout)
+    return 0
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from invoicing.backfill import run_backfill
+
+    return run_backfill(
+        _settings(), since=args.since, until=args.until, dry_run=args.dry_run, out=sys.stdout
+    )
+
+
 def cmd_google_auth(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -114,6 +150,13 @@ def cmd_google_auth(args: argparse.Namespace) -> int:
         port=args.port,
     )
     return 0
+
+
+def _day(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date like 2026-11-25") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,6 +184,26 @@ def build_parser() -> argparse.ArgumentParser:
     resend = sub.add_parser("resend", help="email an invoice to its buyer again")
     resend.add_argument("number")
     resend.set_defaults(func=cmd_resend)
+    note = sub.add_parser(
+        "refund-note", help="issue a credit note for a refund made outside Stripe"
+    )
+    note.add_argument("number", help="the invoice's number, such as F2026-000123")
+    note.add_argument("--amount", help="in the invoice's currency, 49.90 (default: all of it)")
+    note.set_defaults(func=cmd_refund_note)
+    listing = sub.add_parser("list", help="list invoices and credit notes")
+    listing.add_argument("--month", metavar="YYYY-MM", help="only those issued in this month")
+    listing.set_defaults(func=cmd_list)
+    backfill = sub.add_parser(
+        "backfill", help="invoice past Stripe payments (paid Checkout Sessions and invoices)"
+    )
+    backfill.add_argument("--since", required=True, type=_day, metavar="YYYY-MM-DD")
+    backfill.add_argument(
+        "--until", type=_day, metavar="YYYY-MM-DD", help="last day included (default: today)"
+    )
+    backfill.add_argument(
+        "--dry-run", action="store_true", help="print what would happen, change nothing"
+    )
+    backfill.set_defaults(func=cmd_backfill)
     auth = sub.add_parser("google-auth", help="mint the OAuth token a personal Gmail account needs")
     auth.add_argument("--client-secrets", default="client_secret.json", metavar="PATH")
     auth.add_argument("--sheets", action="store_true", help="also allow the Sheet ledger")

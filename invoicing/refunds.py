@@ -43,6 +43,7 @@ def issue_credit_note(rt: Runtime, refund_id: int) -> Row[Any] | None:
     Raises Postponed while the refunded sale waits for its invoice, and TransientError
     (retried, then a dead letter saying so) while no sale of that payment has arrived."""
     settings = rt.settings
+    _link_through_stripe(rt, refund_id)
     with write(rt.engine) as conn:
         existing = conn.execute(select(invoices).where(invoices.c.sale_id == refund_id)).first()
         if existing is not None:
@@ -117,6 +118,36 @@ def issue_credit_note(rt: Runtime, refund_id: int) -> Row[Any] | None:
         return conn.execute(select(invoices).where(invoices.c.sale_id == refund.id)).first()
 
 
+def _link_through_stripe(rt: Runtime, refund_id: int) -> None:
+    """Name the refunded sale when no sale carries the refund's PaymentIntent but Stripe knows
+    whose it is: a subscription's invoice.paid does not say which PaymentIntent paid it.
+
+    Asked before the write transaction: the write lock is never held across the network."""
+    stripe = rt.stripe
+    if stripe is None:
+        return
+    with rt.engine.connect() as conn:
+        refund = conn.execute(select(sales).where(sales.c.id == refund_id)).first()
+        if refund is None or refund.refund_of is not None or refund.status != "pending":
+            return
+        known = conn.execute(
+            select(sales.c.id).where(
+                sales.c.kind == "sale", sales.c.payment_intent == refund.refunds_payment
+            )
+        ).first()
+    if known is not None:
+        return
+    owner = stripe.owner_of_payment_intent(refund.refunds_payment)
+    if owner is None:
+        return
+    with write(rt.engine) as conn:
+        sale_id = conn.execute(
+            select(sales.c.id).where(sales.c.kind == "sale", sales.c.payment_key == owner)
+        ).scalar()
+        if sale_id is not None:
+            conn.execute(update(sales).where(sales.c.id == refund_id).values(refund_of=sale_id))
+
+
 def _refunded_sale(conn: Connection, refund: Row[Any]) -> Row[Any]:
     """The sale a refund gives money back on: named by id, or found by its payment."""
     if refund.refund_of is not None:
@@ -140,7 +171,8 @@ def _refunded_sale(conn: Connection, refund: Row[Any]) -> Row[Any]:
     raise TransientError(
         f"refund {refund.payment_key}: no sale of payment {refund.refunds_payment} has been "
         "received (yet). If the sale came before invoicehook, invoice it with `invoicehook "
-        "backfill`, then replay this refund's event"
+        "backfill`, then replay this refund's event; a subscription's refund is matched to its "
+        "invoice through Stripe's API (set STRIPE_API_KEY)"
     )
 
 

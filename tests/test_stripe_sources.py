@@ -214,9 +214,10 @@ def test_bare_intent_is_invoiced(runtime: Runtime) -> None:
     assert "Coaching" in pdf_text(runtime.storage.get(row.pdf_key))
 
 
-def test_subscription_invoice_paid(runtime: Runtime) -> None:
-    """invoice.paid gives a sale with the subscription's lines and its period."""
-    event = {
+def invoice_paid_event(invoice_id: str = "in_1", payment_intent: str | None = None) -> Any:
+    """A subscription's invoice.paid; since API 2025-03-31 the PaymentIntent is only in
+    ``payments`` (and webhooks do not expand it: then it is absent)."""
+    event: dict[str, Any] = {
         "id": "evt_inv",
         "type": "invoice.paid",
         "created": 1795500000,
@@ -244,12 +245,34 @@ def test_subscription_invoice_paid(runtime: Runtime) -> None:
             }
         },
     }
+    invoice = event["data"]["object"]
+    invoice["id"] = invoice_id
+    if payment_intent:
+        invoice["payments"] = {"data": [{"payment": {"payment_intent": payment_intent}}]}
+    return event
+
+
+def test_subscription_invoice_paid(runtime: Runtime) -> None:
+    """invoice.paid gives a sale with the subscription's lines and its period."""
+    event = invoice_paid_event(payment_intent="pi_sub_1")
     sale_id = sell(runtime, event)
     process_sale(runtime, sale_id)
     row = load_invoice(runtime, sale_id)
     assert row is not None
     text = pdf_text(runtime.storage.get(row.pdf_key))
     assert "Club mensuel" in text and "Ana Lima" in text and "29,00 €" in text
+    assert "Période du 24 novembre 2026 au 24 décembre 2026" in text
+
+    # The same payment told by Checkout (invoice_creation) and by its PaymentIntent.
+    session = checkout_event(7)
+    session["data"]["object"]["invoice"] = "in_1"
+    from integrations.stripe_events import to_sale
+
+    assert "invoice.paid" in to_sale(session).reason  # type: ignore[union-attr]
+    pi_sale = sell(runtime, payment_intent_event("pi_sub_1", 2900))
+    Worker(runtime).drain()
+    assert status_of(runtime, pi_sale) == "duplicate"
+    assert load_invoice(runtime, pi_sale) is None
 
 
 def test_subscription_checkout_session_is_left_to_invoice_paid(runtime: Runtime) -> None:
@@ -294,3 +317,16 @@ def test_subscription_renewal_intent_is_left_to_invoice_paid(runtime: Runtime) -
     process_sale(runtime, pi_sale)
     assert status_of(runtime, pi_sale) == "duplicate"
     assert any("invoice_payments" in path for path in FakeStripe.requests)
+
+
+def test_refund_of_a_subscription_payment_is_matched_through_stripe(runtime: Runtime) -> None:
+    """The webhook's invoice.paid names no PaymentIntent; Stripe's InvoicePayments do."""
+    from tests.test_refunds import refund_event
+
+    sale_id = sell(runtime, invoice_paid_event("in_9"))
+    refund_id = sell(runtime, refund_event(1, 900, payment_intent="pi_renewal"))
+    Worker(runtime).drain()
+    invoice, note = load_invoice(runtime, sale_id), load_invoice(runtime, refund_id)
+    assert invoice is not None and note is not None
+    assert (note.kind, note.credited_number, note.total) == ("credit_note", invoice.number, -900)
+    assert "Remboursement partiel — 1 × Club mensuel" in pdf_text(runtime.storage.get(note.pdf_key))

@@ -1,0 +1,353 @@
+"""`invoicehook backfill`: invoice the Stripe payments no webhook brought.
+
+A seller who starts invoicehook after months of selling, or whose service was down or
+misconfigured for a while, has paid sales that no webhook will ever deliver again. This
+lists them from Stripe's API (paid Checkout Sessions and paid Stripe invoices) and feeds
+each through the webhook's own translation (`stripe_events.to_sale`) and intake
+(`intake.record`), so a sale is recorded once however often and by whichever path it
+arrives: running it twice, or while the service runs, gives one invoice per payment.
+
+The numbers are issued here, one sale after the other in the order they were paid: the
+worker runs jobs side by side and would number them in any order. Rendering, storing and
+emailing stay with the invoice job `record` queued, as for any other sale.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, TextIO
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from integrations.stripe_events import Ignored, SaleDraft, to_sale
+from invoicing.errors import BadRequest, PermanentError, TransientError
+from invoicing.intake import record
+from invoicing.money import format_money
+from invoicing.pipeline import issue_now
+from invoicing.runtime import Runtime, build_runtime
+from invoicing.settings import Settings
+from invoicing.store import invoices, sales
+
+PROG = "invoicehook backfill"
+SESSION_EVENT = "checkout.session.completed"
+INVOICE_EVENT = "invoice.paid"
+BUYER_WIDTH = 40
+
+
+@dataclass
+class Payment:
+    """One paid Stripe object, what the webhook translation makes of it, and its fate."""
+
+    event: dict[str, Any]
+    result: SaleDraft | Ignored
+    paid_at: datetime
+    skip: str | None = None  # why it is not invoiced
+    sale_id: int | None = None  # recorded before (or by) this run
+    number: str | None = None  # the invoice number, once issued
+
+    @property
+    def stripe_id(self) -> str:
+        return str(self.event["data"]["object"]["id"])
+
+    def action(self, *, done: bool) -> str:
+        if self.skip is not None:
+            return f"skip: {self.skip}"
+        if self.number is not None:
+            return f"invoiced {self.number}"
+        if done:
+            return "not done (stopped)"
+        return "invoice (recorded earlier)" if self.sale_id is not None else "invoice"
+
+
+def run_backfill(
+    settings: Settings, *, since: date, until: date | None, dry_run: bool, out: TextIO
+) -> int:
+    """List paid Stripe sales from ``since`` to ``until`` (whole days in the seller's time
+    zone, both included) and invoice the new ones in paid order; returns the exit code."""
+    if settings.stripe_api_key is None:
+        _error(
+            "STRIPE_API_KEY is not set: backfill reads past payments from Stripe's API. Set it "
+            "to a secret key, or a restricted key that can read Checkout Sessions and Invoices."
+        )
+        return 2
+    zone = ZoneInfo(settings.invoice.timezone)
+    until = until or datetime.now(zone).date()
+    if until < since:
+        _error(f"--until {until} is before --since {since}")
+        return 2
+    start = datetime.combine(since, time.min, zone)
+    end = datetime.combine(until + timedelta(days=1), time.min, zone) - timedelta(seconds=1)
+    rt = build_runtime(settings)
+    progress = Progress(out)
+    try:
+        try:
+            payments = _fetch(rt, start, end, progress)
+        except (TransientError, PermanentError) as exc:
+            progress.clear()
+            _error(f"{_flat(exc)}. Nothing was changed; running the same command again is safe.")
+            return 1
+        with rt.engine.connect() as conn:
+            for payment in payments:
+                _check_known(conn, payment)
+        todo = [p for p in payments if p.skip is None]
+        if dry_run:
+            _print_table(out, payments, zone, settings.invoice.language, done=False)
+            print(_dry_summary(payments, todo, since, until), file=out)
+            return 0
+        try:
+            _invoice(rt, todo, progress)
+        except (TransientError, PermanentError) as exc:
+            progress.clear()
+            _print_table(out, payments, zone, settings.invoice.language, done=True)
+            stopped = next(p for p in todo if p.number is None and p.skip is None)
+            when = stopped.paid_at.astimezone(zone).date()
+            _error(
+                f"stopped at {stopped.stripe_id} (paid {when}): {_flat(exc)}. "
+                f"Kept: {_issued(todo)}. "
+                "Running the same command again is safe: it carries on from there."
+            )
+            return 1
+        progress.clear()
+        _print_table(out, payments, zone, settings.invoice.language, done=True)
+        print(_summary(payments, todo), file=out)
+        return 0
+    finally:
+        rt.engine.dispose()
+
+
+def _fetch(rt: Runtime, start: datetime, end: datetime, progress: Progress) -> list[Payment]:
+    """Every paid session and invoice of the period as a Payment, oldest payment first."""
+    stripe = rt.stripe
+    assert stripe is not None
+    found: list[Payment] = []
+    sources = (
+        ("Checkout Sessions", SESSION_EVENT, stripe.paid_checkout_sessions),
+        ("Stripe invoices", INVOICE_EVENT, stripe.paid_invoices),
+    )
+    for what, event_type, listing in sources:
+        try:
+            for obj in listing(start, end):
+                found.append(_payment(event_type, obj))
+                progress.note(f"Reading paid sales from Stripe: {len(found)} found")
+        except (TransientError, PermanentError) as exc:
+            raise type(exc)(f"could not list the paid {what} from Stripe ({exc})") from exc
+    progress.clear()
+    found.sort(key=lambda p: (p.paid_at, p.stripe_id))
+    return found
+
+
+def _payment(event_type: str, obj: dict[str, Any]) -> Payment:
+    paid = (obj.get("status_transitions") or {}).get("paid_at") or obj.get("created") or 0
+    event = {
+        "id": f"backfill:{obj['id']}",
+        "object": "event",
+        "type": event_type,
+        "created": int(paid),
+        "data": {"object": obj},
+    }
+    try:
+        result = to_sale(event)
+    except BadRequest as exc:  # a field of an unexpected shape: shown, not invoiced
+        result = Ignored(str(exc))
+    if not isinstance(result, SaleDraft | Ignored):  # never, for sessions and invoices
+        result = Ignored(f"{event_type} did not give a sale")
+    paid_at = result.paid_at if isinstance(result, SaleDraft) else datetime.fromtimestamp(paid, UTC)
+    return Payment(event=event, result=result, paid_at=paid_at)
+
+
+def _check_known(conn: Connection, payment: Payment) -> None:
+    """Mark what is not to be invoiced: ignored by the translation, or already recorded."""
+    draft = payment.result
+    if isinstance(draft, Ignored):
+        payment.skip = draft.reason
+        return
+    with_number = sales.outerjoin(invoices, invoices.c.sale_id == sales.c.id)
+    columns = (sales.c.id, sales.c.status, sales.c.source, sales.c.payment_key, invoices.c.number)
+    mine = conn.execute(
+        select(*columns, sales.c.duplicate_of)
+        .select_from(with_number)
+        .where(sales.c.payment_key == draft.payment_key)
+    ).first()
+    if mine is not None:
+        if mine.number is not None:
+            payment.skip = f"already invoiced ({mine.number})"
+        elif mine.status == "duplicate":
+            owner = f" of sale {mine.duplicate_of}" if mine.duplicate_of else ""
+            payment.skip = f"already recorded as a duplicate{owner}"
+        else:  # recorded (a webhook, an earlier run that stopped) and waiting for its number
+            payment.sale_id = mine.id
+        return
+    if not draft.payment_intent:
+        return
+    others = conn.execute(
+        select(*columns)
+        .select_from(with_number)
+        .where(sales.c.payment_intent == draft.payment_intent, sales.c.status != "duplicate")
+        .order_by(sales.c.id)
+    ).all()
+    for other in others:
+        if other.number is None and other.payment_key == draft.payment_intent:
+            continue  # a bare PaymentIntent waiting out its grace period: this sale replaces it
+        payment.skip = (
+            f"already invoiced ({other.number}, {other.payment_key})"
+            if other.number is not None
+            else f"already recorded ({other.payment_key})"
+        )
+        return
+
+
+def _invoice(rt: Runtime, todo: list[Payment], progress: Progress) -> None:
+    """Record each sale and issue its number at once, in paid order."""
+    for n, payment in enumerate(todo):
+        progress.bar(n, len(todo), payment.stripe_id)
+        assert isinstance(payment.result, SaleDraft)
+        if payment.sale_id is None:
+            event = payment.event
+            outcome = record(
+                rt.engine,
+                source="stripe",
+                event_id=event["id"],
+                event_type=event["type"],
+                raw=json.dumps(event),
+                result=payment.result,
+            )
+            if outcome.status != "accepted" or outcome.sale_id is None:
+                payment.skip = outcome.reason or outcome.status  # arrived meanwhile
+                continue
+            payment.sale_id = outcome.sale_id
+        row = issue_now(rt, payment.sale_id)
+        if row is None:
+            payment.skip = "another sale owns this payment"
+        else:
+            payment.number = str(row.number)
+    if todo:
+        progress.bar(len(todo), len(todo), "")
+
+
+def _print_table(
+    out: TextIO, payments: list[Payment], zone: ZoneInfo, language: str, *, done: bool
+) -> None:
+    if not payments:
+        return
+    header = ("Paid", "Buyer", "Amount", "Stripe", "Action")
+    rows = [header]
+    for p in payments:
+        rows.append(
+            (
+                p.paid_at.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
+                _buyer(p),
+                _amount(p, language),
+                p.stripe_id,
+                p.action(done=done),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        cells = [
+            row[0].ljust(widths[0]),
+            row[1].ljust(widths[1]),
+            row[2].rjust(widths[2]),
+            row[3].ljust(widths[3]),
+            row[4],
+        ]
+        print("  ".join(cells), file=out)
+
+
+def _buyer(payment: Payment) -> str:
+    if isinstance(payment.result, SaleDraft):
+        name, email = payment.result.buyer.get("name"), payment.result.buyer.get("email")
+    else:
+        obj = payment.event["data"]["object"]
+        details = obj.get("customer_details") or {}
+        name = details.get("name") or obj.get("customer_name")
+        email = details.get("email") or obj.get("customer_email")
+    name, email = str(name or "").strip(), str(email or "").strip()
+    text = f"{name} <{email}>" if name and email and name != email else (name or email or "-")
+    return text if len(text) <= BUYER_WIDTH else text[: BUYER_WIDTH - 1] + "…"
+
+
+def _amount(payment: Payment, language: str) -> str:
+    if isinstance(payment.result, SaleDraft):
+        amount, currency = payment.result.total, payment.result.currency
+    else:
+        obj = payment.event["data"]["object"]
+        amount = obj.get("amount_total", obj.get("amount_paid")) or 0
+        currency = str(obj.get("currency") or "eur").upper()
+    try:
+        return format_money(int(amount), currency, language)
+    except (ValueError, TypeError, LookupError):  # a currency Babel does not know
+        return f"{amount} {currency}"
+
+
+def _dry_summary(payments: list[Payment], todo: list[Payment], since: date, until: date) -> str:
+    if not payments:
+        return f"Dry run: no paid Stripe sale from {since} to {until}. Nothing was changed."
+    return (
+        f"Dry run: {len(todo)} to invoice, {len(payments) - len(todo)} to skip, "
+        f"from {since} to {until}. Nothing was changed."
+    )
+
+
+def _summary(payments: list[Payment], todo: list[Payment]) -> str:
+    skipped = sum(1 for p in payments if p.skip is not None)
+    if not payments:
+        return "No paid Stripe sale in that period."
+    text = f"{_issued(todo)}, {skipped} skipped."
+    if any(p.number for p in todo):
+        text += (
+            " The service (invoicehook serve) stores each PDF and emails it to its buyer:"
+            " now if it is running, else when it starts."
+        )
+    return text
+
+
+def _issued(todo: list[Payment]) -> str:
+    numbers = [p.number for p in todo if p.number is not None]
+    if not numbers:
+        return "0 invoiced"
+    if len(numbers) == 1:
+        return f"1 invoiced ({numbers[0]})"
+    return f"{len(numbers)} invoiced ({numbers[0]} to {numbers[-1]})"
+
+
+def _flat(exc: Exception) -> str:
+    """The error on one line (the SDK's network errors span several)."""
+    return " ".join(str(exc).split()).rstrip(".")
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr)
+
+
+class Progress:
+    """A one-line bar redrawn with a carriage return, only on a terminal."""
+
+    WIDTH = 30
+
+    def __init__(self, out: TextIO) -> None:
+        isatty = getattr(out, "isatty", None)
+        self.out = out
+        self.enabled = bool(isatty and isatty())
+        self._shown = 0
+
+    def note(self, text: str) -> None:
+        if not self.enabled:
+            return
+        self.out.write("\r" + text.ljust(self._shown))
+        self.out.flush()
+        self._shown = len(text)
+
+    def bar(self, done: int, total: int, label: str) -> None:
+        filled = self.WIDTH * done // total if total else self.WIDTH
+        self.note(f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {done}/{total} {label}".rstrip())
+
+    def clear(self) -> None:
+        if self.enabled and self._shown:
+            self.out.write("\r" + " " * self._shown + "\r")
+            self.out.flush()
+            self._shown = 0

@@ -1,0 +1,148 @@
+"""A local HTTP server playing Stripe's list endpoints, with Stripe's pagination.
+
+Lists are newest first, filtered on ``status`` and ``created[gte|gt|lte|lt]``, and paged
+with ``has_more`` and ``starting_after`` (the last id of the previous page). Pages hold at
+most ``page_size`` objects whatever ``limit`` asks, so pagination really happens. Invoices
+carry their first ``page_size`` lines (Stripe embeds the first ten) and ``payments`` only
+when ``expand[]=data.payments`` is asked for, as Stripe does.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+API_KEY = "sk_test_local"
+SESSION_LINES = re.compile(r"^/v1/checkout/sessions/([^/]+)/line_items$")
+INVOICE_LINES = re.compile(r"^/v1/invoices/([^/]+)/lines$")
+
+
+class StripeServer:
+    """Objects to serve, the requests received, and failures to inject."""
+
+    def __init__(self, page_size: int = 2) -> None:
+        self.page_size = page_size
+        self.sessions: list[dict[str, Any]] = []
+        self.invoices: list[dict[str, Any]] = []
+        self.line_items: dict[str, list[dict[str, Any]]] = {}  # session id → line items
+        self.requests: list[str] = []
+        # Answer 500 to the requests this says yes to (path with its query string).
+        self.fail_when: Callable[[str], bool] | None = None
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> StripeServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def queries(self, path: str) -> list[dict[str, list[str]]]:
+        """The query of every request received for ``path``, in order."""
+        found = []
+        for request in self.requests:
+            url = urlsplit(request)
+            if url.path == path:
+                found.append(parse_qs(url.query))
+        return found
+
+    def answer(self, request: str) -> tuple[int, dict[str, Any]]:
+        if self.fail_when is not None and self.fail_when(request):
+            return 500, {"error": {"message": "Stripe is having a bad day", "type": "api_error"}}
+        url = urlsplit(request)
+        query = {key: values[-1] for key, values in parse_qs(url.query).items()}
+        expand = {value for key, value in query.items() if key.startswith("expand[")}
+        if url.path == "/v1/checkout/sessions":
+            return 200, self._page(url.path, self._filtered(self.sessions, query), query)
+        if url.path == "/v1/invoices":
+            page = self._page(url.path, self._filtered(self.invoices, query), query)
+            page["data"] = [self._as_listed(inv, "data.payments" in expand) for inv in page["data"]]
+            return 200, page
+        match = SESSION_LINES.match(url.path)
+        if match and match.group(1) in self.line_items:
+            return 200, self._page(url.path, self.line_items[match.group(1)], query)
+        match = INVOICE_LINES.match(url.path)
+        invoice = next((i for i in self.invoices if match and i["id"] == match.group(1)), None)
+        if invoice is not None:
+            return 200, self._page(url.path, invoice["lines"]["data"], query)
+        return 404, {"error": {"message": f"no such thing: {url.path}", "type": "invalid_request"}}
+
+    def _filtered(self, objects: list[dict[str, Any]], query: dict[str, str]) -> list[Any]:
+        kept = []
+        for obj in objects:
+            created = int(obj["created"])
+            if "status" in query and obj.get("status") != query["status"]:
+                continue
+            if "created[gte]" in query and created < int(query["created[gte]"]):
+                continue
+            if "created[gt]" in query and created <= int(query["created[gt]"]):
+                continue
+            if "created[lte]" in query and created > int(query["created[lte]"]):
+                continue
+            if "created[lt]" in query and created >= int(query["created[lt]"]):
+                continue
+            kept.append(obj)
+        return sorted(kept, key=lambda o: (o["created"], o["id"]), reverse=True)
+
+    def _page(self, path: str, objects: list[Any], query: dict[str, str]) -> dict[str, Any]:
+        after = query.get("starting_after")
+        start = 0
+        if after is not None:
+            start = next(n for n, obj in enumerate(objects) if obj["id"] == after) + 1
+        size = min(int(query.get("limit", 10)), self.page_size)
+        data = objects[start : start + size]
+        return {
+            "object": "list",
+            "url": path,
+            "data": data,
+            "has_more": start + size < len(objects),
+        }
+
+    def _as_listed(self, invoice: dict[str, Any], with_payments: bool) -> dict[str, Any]:
+        listed = json.loads(json.dumps(invoice))
+        lines = listed["lines"]["data"]
+        listed["lines"] = {
+            "object": "list",
+            "url": f"/v1/invoices/{invoice['id']}/lines",
+            "data": lines[: self.page_size],
+            "has_more": len(lines) > self.page_size,
+        }
+        if not with_payments:
+            listed.pop("payments", None)
+        return listed
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                server.requests.append(self.path)
+                if self.headers.get("Authorization") != f"Bearer {API_KEY}":
+                    error = {"message": "Invalid API Key provided", "type": "invalid_request"}
+                    return self._send(401, {"error": error})
+                status, body = server.answer(self.path)
+                self._send(status, body)
+
+            def _send(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        return Handler
