@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from integrations.stripe_events import checkout_line
+from integrations.stripe_events import checkout_line, invoice_line
 from invoicing.errors import PermanentError, TransientError
 
 # A Stripe invoice may be paid long after it was created (payment terms, failed renewals
@@ -36,6 +36,14 @@ class StripeApi:
                 session_id, {"limit": 100, "expand": ["data.taxes"]}
             )
             return [checkout_line(item.to_dict()) for item in page.auto_paging_iter()]
+        except self._stripe.StripeError as exc:
+            raise self._classify(exc) from exc
+
+    def invoice_lines(self, invoice_id: str) -> list[dict[str, Any]]:
+        """Every line of a Stripe invoice, all pages, as invoice lines."""
+        try:
+            page = self._client.v1.invoices.line_items.list(invoice_id, {"limit": 100})
+            return [invoice_line(line.to_dict()) for line in page.auto_paging_iter()]
         except self._stripe.StripeError as exc:
             raise self._classify(exc) from exc
 

@@ -166,6 +166,8 @@ def _ref(value: Any) -> str | None:
 
 
 def _session(event: dict[str, Any], obj: dict[str, Any]) -> SaleDraft | Ignored:
+    if obj.get("payment_status") == "no_payment_required":
+        return Ignored("nothing was paid (a free order, or one discounted to zero)")
     if obj.get("payment_status") != "paid":
         return Ignored(f"payment_status is {obj.get('payment_status')!r}, not 'paid' yet")
     if obj.get("mode") == "subscription" or obj.get("invoice"):
@@ -229,24 +231,12 @@ def _invoice(event: dict[str, Any], obj: dict[str, Any]) -> SaleDraft | Ignored:
     paid = _int(obj.get("amount_paid"))
     if paid <= 0:
         return Ignored("nothing was paid on this Stripe invoice (trial or zero amount)")
-    lines = []
-    for line in (obj.get("lines") or {}).get("data") or []:
-        quantity = _int(line.get("quantity"), 1) or 1
-        amount = _int(line.get("amount"))
-        tax = sum(_int(t.get("amount")) for t in line.get("taxes") or [] if isinstance(t, dict))
-        period = line.get("period") or {}
-        description = str(line.get("description") or "Abonnement")
-        lines.append(
-            {
-                "description": description,
-                "quantity": quantity,
-                "unit_amount": amount // quantity,
-                "amount": amount,
-                "tax_amount": tax,
-                "tax_rate": None,
-                "period": [_int(period.get("start")), _int(period.get("end"))] if period else None,
-            }
-        )
+    listed = obj.get("lines") or {}
+    lines = [invoice_line(line) for line in listed.get("data") or []]
+    if listed.get("has_more"):
+        # Stripe embeds the first lines only: the pipeline fetches them all (or prints one
+        # line for the total) rather than print some lines under the whole total.
+        lines = []
     total = _int(obj.get("total"), paid)
     tax = sum(_int(t.get("amount")) for t in obj.get("total_taxes") or [] if isinstance(t, dict))
     tax = tax or _int(obj.get("tax"))
@@ -271,6 +261,23 @@ def _invoice(event: dict[str, Any], obj: dict[str, Any]) -> SaleDraft | Ignored:
         payment_intent=pi or _ref(obj.get("payment_intent")),
         stripe_object=str(obj["id"]),
     )
+
+
+def invoice_line(line: dict[str, Any]) -> dict[str, Any]:
+    """A Stripe invoice line (a subscription's, with its service period) as an invoice line."""
+    quantity = _int(line.get("quantity"), 1) or 1
+    amount = _int(line.get("amount"))
+    tax = sum(_int(t.get("amount")) for t in line.get("taxes") or [] if isinstance(t, dict))
+    period = line.get("period") or {}
+    return {
+        "description": str(line.get("description") or "Abonnement"),
+        "quantity": quantity,
+        "unit_amount": amount // quantity,
+        "amount": amount,
+        "tax_amount": tax,
+        "tax_rate": None,
+        "period": [_int(period.get("start")), _int(period.get("end"))] if period else None,
+    }
 
 
 def _payment_intent(

@@ -22,6 +22,9 @@ from invoicing.store import events, is_postgres, sales, utcnow, write
 
 INVOICE_JOB = "invoice"
 CROSS_SOURCE_WINDOW = timedelta(minutes=10)
+# ...and paid about the same time: a Zap may send only the day, and a backfilled sale of
+# last spring recorded now is not today's Zapier order of the same amount.
+CROSS_SOURCE_PAID_WINDOW = timedelta(days=2)
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,7 @@ class _Statements:
                 sales.c.status != "duplicate",
                 sales.c.kind == "sale",
                 sales.c.created_at >= bindparam("since"),
+                sales.c.paid_at.between(bindparam("paid_from"), bindparam("paid_to")),
             )
             .order_by(sales.c.id)
         )
@@ -248,9 +252,10 @@ def _cross_source_owner(
 ) -> int | None:
     """The sale another source already recorded for this payment (Stripe and Zapier).
 
-    The same payment intent, or else the same buyer email, total and currency recorded
-    within CROSS_SOURCE_WINDOW. The buyer is a JSON column: the few sales with the same
-    total and currency are compared here rather than in SQL.
+    The same payment intent, or else the same buyer email, total and currency, recorded
+    within CROSS_SOURCE_WINDOW and paid within CROSS_SOURCE_PAID_WINDOW. The buyer is a
+    JSON column: the few sales with the same total and currency are compared here rather
+    than in SQL.
     """
     if draft.payment_intent:
         owner = conn.execute(
@@ -268,6 +273,8 @@ def _cross_source_owner(
             "currency": draft.currency,
             "source": draft.source,
             "since": now - CROSS_SOURCE_WINDOW,
+            "paid_from": draft.paid_at - CROSS_SOURCE_PAID_WINDOW,
+            "paid_to": draft.paid_at + CROSS_SOURCE_PAID_WINDOW,
         },
     )
     for sale_id, buyer in rows:

@@ -121,8 +121,9 @@ def _owned_elsewhere(rt: Runtime, sale: Row[Any]) -> bool:
 def _lines(rt: Runtime, sale: Row[Any]) -> list[dict[str, Any]]:
     if sale.lines:
         return list(sale.lines)
-    if rt.stripe is not None and sale.stripe_object and sale.stripe_object.startswith("cs_"):
-        lines = rt.stripe.session_lines(sale.stripe_object)
+    stripe, ref = rt.stripe, sale.stripe_object or ""
+    if stripe is not None and ref.startswith(("cs_", "in_")):
+        lines = stripe.session_lines(ref) if ref.startswith("cs_") else stripe.invoice_lines(ref)
         if lines:
             return lines
     language = rt.settings.invoice.language

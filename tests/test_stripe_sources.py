@@ -54,6 +54,22 @@ class FakeStripe(BaseHTTPRequestHandler):
                     "url": "/v1/checkout/sessions/cs_test_1/line_items",
                 },
             )
+        if url.path == "/v1/invoices/in_long/lines":
+            lines = [
+                {
+                    "id": f"il_{n}",
+                    "object": "line_item",
+                    "description": f"Séance {n}",
+                    "quantity": 1,
+                    "amount": 1000,
+                }
+                for n in range(1, 13)
+            ]
+            after = query.get("starting_after", [None])[0]
+            page = lines[:10] if after is None else lines[10:]
+            return self._send(
+                200, {"object": "list", "data": page, "has_more": after is None, "url": url.path}
+            )
         if url.path == "/v1/checkout/sessions":
             owned = query.get("payment_intent") == ["pi_owned"]
             data = [{"id": "cs_owner", "object": "checkout.session"}] if owned else []
@@ -330,3 +346,22 @@ def test_refund_of_a_subscription_payment_is_matched_through_stripe(runtime: Run
     assert invoice is not None and note is not None
     assert (note.kind, note.credited_number, note.total) == ("credit_note", invoice.number, -900)
     assert "Remboursement partiel — 1 × Club mensuel" in pdf_text(runtime.storage.get(note.pdf_key))
+
+
+def test_invoice_with_more_lines_than_stripe_embeds(runtime: Runtime) -> None:
+    """Stripe embeds ten lines of an invoice; the other two are fetched, none is lost."""
+    event = invoice_paid_event("in_long")
+    invoice = event["data"]["object"]
+    invoice.update(amount_paid=12000, total=12000)
+    invoice["lines"] = {
+        "data": [
+            {"description": f"Séance {n}", "quantity": 1, "amount": 1000} for n in range(1, 11)
+        ],
+        "has_more": True,
+    }
+    sale_id = sell(runtime, event)
+    Worker(runtime).drain()
+    row = load_invoice(runtime, sale_id)
+    assert row is not None and len(row.lines) == 12
+    text = pdf_text(runtime.storage.get(row.pdf_key))
+    assert "Séance 11" in text and "Séance 12" in text and "120,00 €" in text

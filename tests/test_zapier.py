@@ -214,10 +214,22 @@ def test_zapier_then_stripe_same_intent_is_one_sale(client: TestClient) -> None:
 
 def test_same_email_amount_currency_is_one_sale(client: TestClient) -> None:
     post_event(client, checkout_event(9, email="Zoe@Example.org"))  # type: ignore[arg-type]
-    response = client.post("/webhooks/zapier", json=ORDER, headers=AUTH)  # no payment intent
+    # No payment intent; Podia sends only the day of the sale (checkout_event's is 24 Nov).
+    order = {**ORDER, "paid_at": "2026-11-24"}
+    response = client.post("/webhooks/zapier", json=order, headers=AUTH)
     assert response.json()["status"] == "duplicate"
-    other = {**ORDER, "order_id": "1002", "amount": "99.00"}
+    other = {**order, "order_id": "1002", "amount": "99.00"}
     assert client.post("/webhooks/zapier", json=other, headers=AUTH).json()["status"] == (
+        "accepted"
+    )
+    assert count_jobs(client) == 2
+
+
+def test_same_email_and_amount_paid_months_apart_are_two_sales(client: TestClient) -> None:
+    """A sale of last spring recorded just now (a backfill) is not today's Zapier order."""
+    post_event(client, checkout_event(9, email="Zoe@Example.org"))  # type: ignore[arg-type]
+    order = {**ORDER, "paid_at": "2027-03-02T10:00:00Z"}
+    assert client.post("/webhooks/zapier", json=order, headers=AUTH).json()["status"] == (
         "accepted"
     )
     assert count_jobs(client) == 2
