@@ -1,7 +1,8 @@
 """``invoicehook demo``: the whole flow on embedded defaults, in a few seconds.
 
 Starts the real service on a free local port, posts a signed sample Stripe payment to it,
-waits for the worker, then prints where the PDF, the email and the database row are.
+then a partial refund of it, waits for the worker, then prints where the invoice's and the
+credit note's PDF and email are, and the database.
 """
 
 from __future__ import annotations
@@ -76,6 +77,56 @@ def sample_event(now: int) -> dict[str, Any]:
     }
 
 
+def sample_refund(now: int) -> dict[str, Any]:
+    """50 € of the sample sale given back: a credit note citing its invoice."""
+    return {
+        "id": f"evt_demo_refund_{now}",
+        "object": "event",
+        "type": "refund.created",
+        "created": now,
+        "data": {
+            "object": {
+                "id": f"re_demo_{now}",
+                "object": "refund",
+                "amount": 5000,
+                "currency": "eur",
+                "status": "succeeded",
+                "payment_intent": f"pi_demo_{now}",
+                "created": now,
+            }
+        },
+    }
+
+
+def _post(port: int, secret: str, event: dict[str, Any], now: int) -> None:
+    body = json.dumps(event).encode()
+    signature = hmac.new(secret.encode(), f"{now}.".encode() + body, hashlib.sha256).hexdigest()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/webhooks/stripe",
+        data=body,
+        headers={"Content-Type": "application/json", "Stripe-Signature": f"t={now},v1={signature}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (local)
+        answer = response.read().decode()
+        print(f"POST /webhooks/stripe ({event['type']}) → {response.status} {answer}")
+
+
+def _emailed(rt: Any, reference: str, timeout: float = 60) -> Any:
+    """The document paid (or refunded) under ``reference``, once emailed; None at the timeout."""
+    from invoicing.store import invoices
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with rt.engine.connect() as conn:
+            row = conn.execute(
+                select(invoices).where(invoices.c.payment_reference == reference)
+            ).first()
+        if row is not None and row.emailed_at is not None:
+            return row
+        time.sleep(0.1)
+    return None
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -87,7 +138,6 @@ def run_demo() -> int:
 
     from app import create_app
     from invoicing.settings import load_settings
-    from invoicing.store import invoices
 
     # The demo's own database, folders and secret, whatever the shell has set: a demo sale
     # must never take a number in a real series or leave through a real mail server.
@@ -109,40 +159,29 @@ def run_demo() -> int:
         time.sleep(0.05)
 
     now = int(time.time())
-    body = json.dumps(sample_event(now)).encode()
     secret = settings.stripe_webhook_secret.reveal() if settings.stripe_webhook_secret else ""
-    signature = hmac.new(secret.encode(), f"{now}.".encode() + body, hashlib.sha256).hexdigest()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/webhooks/stripe",
-        data=body,
-        headers={"Content-Type": "application/json", "Stripe-Signature": f"t={now},v1={signature}"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (local)
-        print(f"POST /webhooks/stripe → {response.status} {response.read().decode()}")
-
     rt = app.state.runtime
-    row = None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with rt.engine.connect() as conn:
-            row = conn.execute(
-                select(invoices).where(invoices.c.payment_reference == f"pi_demo_{now}")
-            ).first()
-        if row is not None and row.emailed_at is not None:
-            break
-        time.sleep(0.1)
+    _post(port, secret, sample_event(now), now)
+    row = _emailed(rt, f"pi_demo_{now}")
+    note = None
+    if row is not None:
+        _post(port, secret, sample_refund(now), now)
+        note = _emailed(rt, f"re_demo_{now}")
     server.should_exit = True
     thread.join(timeout=30)
-    if row is None or row.emailed_at is None:
-        print("invoicehook demo: the invoice was not emailed within 60 s; see the log above")
+    if row is None or note is None:
+        print("invoicehook demo: nothing was emailed within 60 s; see the log above")
         return 1
     outbox = _outbox_file(settings.email_url, row.number)
     print()
     print(f"Invoice {row.number} for {row.buyer['name']} <{row.buyer['email']}>")
     print(f"  PDF:      {rt.storage.describe(row.pdf_key)}")
     print(f"  email:    {outbox}")
+    print(f"Credit note {note.number}: 50 € of it refunded")
+    print(f"  PDF:      {rt.storage.describe(note.pdf_key)}")
+    print(f"  email:    {_outbox_file(settings.email_url, note.number)}")
     database = Path(settings.database_url.removeprefix("sqlite:///")).resolve()
-    print(f"  database: {database} (table invoices, id {row.id})")
+    print(f"Database: {database} (table invoices)")
     print()
     print("Open the PDF, and the .eml in any mail program. The download link in the email")
     print("pointed at the demo's own service, which has stopped; in production it uses")

@@ -228,3 +228,9 @@ def test_demo_command_prints_where_everything_is(tmp_path: Path) -> None:
     assert pdf and eml, result.stdout
     assert "Léa Martin" in pdf_text(Path(pdf.group(1)).read_bytes())
     assert b"Content-Type: application/pdf" in Path(eml.group(1)).read_bytes()
+    # Then the refund: a credit note citing that invoice.
+    note_pdf = re.findall(r"PDF:\s+(\S+\.pdf)", result.stdout)[1]
+    invoice_number = re.search(r"Invoice (\S+) for", result.stdout)
+    assert invoice_number and "Credit note AV" in result.stdout
+    note_text = pdf_text(Path(note_pdf).read_bytes())
+    assert "Avoir" in note_text and invoice_number.group(1) in note_text and "-50,00 €" in note_text
