@@ -11,14 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
-from invoicing.settings import InvoiceOptions
-from invoicing.store import allocations, counters, is_postgres, utcnow
+from invoicing.model import seller_json
+from invoicing.settings import InvoiceOptions, Settings
+from invoicing.store import allocations, as_utc, counters, invoices, is_postgres, utcnow
 
 
 @dataclass(frozen=True)
@@ -93,3 +95,40 @@ def allocate(
         )
     )
     return Allocation(series=series, seq=seq, number=number, issued_at=issued_at)
+
+
+def issue_document(
+    conn: Connection,
+    settings: Settings,
+    *,
+    kind: str,
+    sale_id: int,
+    payment_key: str,
+    sale_date_of: datetime,
+    worker: str,
+    **values: Any,
+) -> Allocation:
+    """Number a document and insert it, with what every document carries: its number, the
+    seller as they are today, the seller's time zone, the day of ``sale_date_of`` on it.
+    Call inside the transaction that makes the document; ``values`` are the rest."""
+    allocation = allocate(
+        conn, settings.invoice, kind=kind, sale_id=sale_id, payment_key=payment_key, worker=worker
+    )
+    zone = ZoneInfo(settings.invoice.timezone)
+    conn.execute(
+        invoices.insert().values(
+            sale_id=sale_id,
+            number=allocation.number,
+            series=allocation.series,
+            seq=allocation.seq,
+            kind=kind,
+            issued_at=allocation.issued_at,
+            sale_date=as_utc(sale_date_of).astimezone(zone).date(),
+            timezone=settings.invoice.timezone,
+            seller=seller_json(settings.seller),
+            email_status="pending",
+            email_count=0,
+            **values,
+        )
+    )
+    return allocation

@@ -17,8 +17,8 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Row
 
 from invoicing.errors import PermanentError
-from invoicing.model import Buyer, Invoice, Line, Seller, TaxLine, seller_json
-from invoicing.numbering import allocate
+from invoicing.model import Buyer, Invoice, Line, Seller, TaxLine
+from invoicing.numbering import issue_document
 from invoicing.queue import enqueue
 from invoicing.refunds import issue_credit_note
 from invoicing.runtime import Runtime
@@ -168,40 +168,24 @@ def issue(rt: Runtime, sale: Row[Any], lines: list[dict[str, Any]]) -> Row[Any] 
         status = conn.execute(select(sales.c.status).where(sales.c.id == sale.id)).scalar()
         if status != "pending":
             return None
-        allocation = allocate(
+        issue_document(
             conn,
-            settings.invoice,
+            settings,
             kind="invoice",
             sale_id=sale.id,
             payment_key=sale.payment_key,
+            sale_date_of=sale.paid_at,
             worker=rt.worker_id,
-        )
-        conn.execute(
-            invoices.insert().values(
-                sale_id=sale.id,
-                number=allocation.number,
-                series=allocation.series,
-                seq=allocation.seq,
-                kind="invoice",
-                issued_at=allocation.issued_at,
-                sale_date=as_utc(sale.paid_at)
-                .astimezone(ZoneInfo(settings.invoice.timezone))
-                .date(),
-                language=settings.invoice.language,
-                timezone=settings.invoice.timezone,
-                regime=settings.regime,
-                seller=seller_json(settings.seller),
-                buyer=sale.buyer,
-                currency=sale.currency,
-                subtotal=sale.subtotal,
-                tax=sale.tax,
-                total=sale.total,
-                lines=lines,
-                tax_lines=_tax_lines(sale, lines),
-                payment_reference=sale.payment_intent or sale.payment_key,
-                email_status="pending",
-                email_count=0,
-            )
+            language=settings.invoice.language,
+            regime=settings.regime,
+            buyer=sale.buyer,
+            currency=sale.currency,
+            subtotal=sale.subtotal,
+            tax=sale.tax,
+            total=sale.total,
+            lines=lines,
+            tax_lines=_tax_lines(sale, lines),
+            payment_reference=sale.payment_intent or sale.payment_key,
         )
         conn.execute(update(sales).where(sales.c.id == sale.id).values(status="invoiced"))
         if settings.ledger_sheet is not None:

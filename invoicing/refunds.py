@@ -19,17 +19,15 @@ notes already credited; when nothing is left (``charge.refunded`` after the
 from __future__ import annotations
 
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection, Row
 
 from invoicing.errors import PermanentError, TransientError
-from invoicing.model import seller_json
-from invoicing.numbering import allocate
+from invoicing.numbering import issue_document
 from invoicing.queue import Postponed, enqueue
 from invoicing.runtime import Runtime
-from invoicing.store import as_utc, invoices, sales, write
+from invoicing.store import invoices, sales, write
 
 LEDGER_JOB = "ledger"
 WAIT_FOR_INVOICE_SECONDS = 30.0
@@ -73,40 +71,25 @@ def issue_credit_note(rt: Runtime, refund_id: int) -> Row[Any] | None:
                 .values(status="covered", refund_of=sale.id)
             )
             return None
-        allocation = allocate(
+        issue_document(
             conn,
-            settings.invoice,
+            settings,
             kind="credit_note",
             sale_id=refund.id,
             payment_key=refund.payment_key,
+            sale_date_of=refund.paid_at,  # the day the money went back
             worker=rt.worker_id,
-        )
-        zone = ZoneInfo(settings.invoice.timezone)
-        conn.execute(
-            invoices.insert().values(
-                sale_id=refund.id,
-                number=allocation.number,
-                series=allocation.series,
-                seq=allocation.seq,
-                kind="credit_note",
-                issued_at=allocation.issued_at,
-                sale_date=as_utc(refund.paid_at).astimezone(zone).date(),
-                language=original.language,
-                timezone=settings.invoice.timezone,
-                regime=original.regime,
-                seller=seller_json(settings.seller),
-                buyer=original.buyer,
-                currency=original.currency,
-                # The refund's id, or the charge's; a refund made by hand has none.
-                payment_reference=""
-                if refund.refund_basis == "manual"
-                else refund.payment_key.split("/")[0],
-                email_status="pending",
-                email_count=0,
-                credited_number=original.number,
-                credited_issued_at=original.issued_at,
-                **credit_amounts(original, due, whole=due == original.total),
-            )
+            language=original.language,
+            regime=original.regime,
+            buyer=original.buyer,
+            currency=original.currency,
+            # The refund's id, or the charge's; a refund made by hand has none.
+            payment_reference=""
+            if refund.refund_basis == "manual"
+            else refund.payment_key.split("/")[0],
+            credited_number=original.number,
+            credited_issued_at=original.issued_at,
+            **credit_amounts(original, due, whole=due == original.total),
         )
         conn.execute(
             update(sales)
