@@ -26,6 +26,7 @@ HANDLED = {
     "payment_intent.succeeded",
     "refund.created",
     "refund.updated",
+    "refund.failed",
     "charge.refunded",
 }
 
@@ -112,6 +113,9 @@ class RefundDraft:
     currency: str
     refunded_at: datetime
     source: str = "stripe"
+    # A charge.refunded that lists its refunds (older API versions embed them) is recorded
+    # as those refunds, one by one, so refund.created for any of them is the same record.
+    parts: tuple[RefundDraft, ...] = ()
 
 
 @dataclass
@@ -317,21 +321,30 @@ def _payment_intent(
 
 
 def _refund(event: dict[str, Any], obj: dict[str, Any]) -> RefundDraft | Ignored:
-    if obj.get("status") != "succeeded":
-        return Ignored(f"refund status is {obj.get('status')!r}, not 'succeeded' yet")
+    status = obj.get("status")
+    if status in ("failed", "canceled"):
+        why = f" ({obj['failure_reason']})" if obj.get("failure_reason") else ""
+        return Ignored(
+            f"refund {obj['id']} {status}{why}: no money went back. A credit note already "
+            "issued for it stands (none is ever deleted): tell your accountant"
+        )
+    if status != "succeeded":
+        return Ignored(f"refund status is {status!r}, not 'succeeded' yet")
     payment = _ref(obj.get("payment_intent"))
     if not payment:
         return Ignored("the refund names no payment_intent; use `invoicehook refund-note`")
     amount = _int(obj.get("amount"))
     if amount <= 0:
         return Ignored("the refund is of no amount")
+    # refund.updated says when it succeeded; the refund's own date is when it was asked for.
+    when = event if event.get("type") == "refund.updated" else obj
     return RefundDraft(
         payment_key=str(obj["id"]),
         basis="refund",
         refunds_payment=payment,
         amount=amount,
         currency=str(obj.get("currency") or "eur").upper(),
-        refunded_at=_paid_at(event, obj),
+        refunded_at=_paid_at(event, when),
     )
 
 
@@ -342,6 +355,19 @@ def _charge_refunded(event: dict[str, Any], obj: dict[str, Any]) -> RefundDraft 
     refunded = _int(obj.get("amount_refunded"))
     if refunded <= 0:
         return Ignored("nothing was refunded on this charge")
+    refunds = obj.get("refunds")
+    listed: dict[str, Any] = refunds if isinstance(refunds, dict) else {}
+    parts = tuple(
+        part
+        for part in (
+            _refund(event, {"payment_intent": payment, **item})
+            for item in listed.get("data") or []
+            if isinstance(item, dict) and isinstance(item.get("id"), str)
+        )
+        if isinstance(part, RefundDraft)
+    )
+    if listed.get("has_more") or sum(part.amount for part in parts) != refunded:
+        parts = ()  # not the whole list: the running total says more
     return RefundDraft(
         # One record per cumulative amount: a second partial refund is a new record.
         payment_key=f"{obj['id']}/refunded/{refunded}",
@@ -350,6 +376,7 @@ def _charge_refunded(event: dict[str, Any], obj: dict[str, Any]) -> RefundDraft 
         amount=refunded,
         currency=str(obj.get("currency") or "eur").upper(),
         refunded_at=_paid_at(event, {}),
+        parts=parts,
     )
 
 

@@ -19,23 +19,26 @@ from sqlalchemy import select
 from invoicing.errors import InvoicehookError
 from invoicing.money import format_money, parse_amount
 from invoicing.queue import enqueue
-from invoicing.refunds import already_credited, issue_credit_note
+from invoicing.refunds import already_credited, credit_in, lock_invoice
 from invoicing.runtime import Runtime
 from invoicing.store import as_utc, invoices, sales, utcnow, write
 
 INVOICE_JOB = "invoice"
 
 
-def refund_note(rt: Runtime, number: str, amount_text: str | None) -> Any:
-    """Record a refund of invoice ``number`` (all that is left, or ``amount_text``) and issue
-    its credit note; returns the credit note's row. The queued job renders and emails it."""
+def refund_note(rt: Runtime, number: str, amount_text: str | None) -> tuple[Any, int]:
+    """Record a refund of invoice ``number`` (all that is left, or ``amount_text``) and number
+    its credit note, in one transaction; returns the credit note's row and the id of the job
+    that renders and emails it."""
     language = rt.settings.invoice.language
     with write(rt.engine) as conn:
-        original = conn.execute(select(invoices).where(invoices.c.number == number)).first()
-        if original is None:
+        found = conn.execute(select(invoices).where(invoices.c.number == number)).first()
+        if found is None:
             raise InvoicehookError(f"no invoice numbered {number}")
-        if original.kind != "invoice":
+        if found.kind != "invoice":
             raise InvoicehookError(f"{number} is a credit note; give the invoice's number")
+        original = lock_invoice(conn, found.sale_id)  # Stripe's refunds of it wait their turn
+        assert original is not None
 
         def money(amount: int) -> str:
             return format_money(amount, original.currency, language)
@@ -80,11 +83,11 @@ def refund_note(rt: Runtime, number: str, amount_text: str | None) -> Any:
             )
             .returning(sales.c.id)
         ).scalar_one()
-        enqueue(conn, INVOICE_JOB, refund_id, now)
-    note = issue_credit_note(rt, refund_id)
-    if note is None:  # a Stripe refund was credited in the meantime
-        raise InvoicehookError(f"nothing left to credit on {number}")
-    return note
+        job_id = enqueue(conn, INVOICE_JOB, refund_id, now)
+        note = credit_in(conn, rt, refund_id)
+        # Under the invoice's lock nothing can have changed since `left` was read.
+        assert note is not None and -note.total == amount, "credit note does not match the refund"
+    return note, job_id
 
 
 def list_documents(rt: Runtime, month: str | None, out: TextIO) -> int:

@@ -109,14 +109,15 @@ def cmd_refund_note(args: argparse.Namespace) -> int:
     from invoicing.worker import Worker
 
     rt = build_runtime(_settings())
-    note = refund_note(rt, args.number, args.amount)
+    note, job_id = refund_note(rt, args.number, args.amount)
     amount = format_money(-note.total, note.currency, rt.settings.invoice.language)
     print(f"credit note {note.number} issued: {amount} on {args.number}")
-    # Render, store and email it now rather than wait for the service's worker (both are
-    # safe together: the job is leased).
-    Worker(rt).drain()
-    row = load_invoice_by_number(rt, note.number)
-    print(f"{note.number}: email {row.email_status if row else 'pending'}")
+    # Make, store and email it now, unless the service's worker has already taken its job.
+    if Worker(rt).run_once(job_id=job_id):
+        row = load_invoice_by_number(rt, note.number)
+        print(f"{note.number}: email {row.email_status if row else 'pending'}")
+    else:
+        print(f"{note.number}: the service is making and emailing it")
     return 0
 
 

@@ -175,7 +175,11 @@ class InvoiceRenderer:
                 # Stripe tells the rate only when line taxes are expanded; without it the
                 # line still shows the VAT it charged, just without a percentage.
                 rate = _rate(tax.rate, t, lang) if tax.rate else ""
-                label = t["tax_line"].format(label=tax.label or t["tax"], rate=rate).strip()
+                # With several rates, each says what it is charged on (CGI, art. 242 nonies A).
+                form = t["tax_line_base"] if len(invoice.tax_lines) > 1 else t["tax_line"]
+                label = form.format(
+                    label=tax.label or t["tax"], rate=rate, base=money(tax.taxable)
+                ).strip()
                 rows.append({"label": label, "value": money(tax.amount), "strong": False})
         else:
             rows.append({"label": t["tax"], "value": money(invoice.tax), "strong": False})

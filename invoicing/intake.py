@@ -170,36 +170,41 @@ def _record_refund(
     not have arrived yet (Stripe sends events in any order), and several refunds of one
     sale must be weighed against each other under the write lock (invoicing/refunds.py)."""
     now = utcnow()
-    sale_id = conn.execute(
-        sql.new_sale,
-        {
-            "payment_key": draft.payment_key,
-            "payment_intent": None,
-            "source": draft.source,
-            "event_id": event_id,
-            "status": "pending",
-            "duplicate_of": None,
-            "paid_at": draft.refunded_at,
-            "currency": draft.currency,
-            "subtotal": draft.amount,
-            "tax": 0,
-            "total": draft.amount,
-            "buyer": {},
-            "lines": None,
-            "tax_lines": [],
-            "stripe_object": None,
-            "created_at": now,
-            "kind": "refund",
-            "refunds_payment": draft.refunds_payment,
-            "refund_of": None,
-            "refund_basis": draft.basis,
-        },
-    ).scalar()
-    if sale_id is None:
-        existing = conn.execute(sql.sale_by_key, {"key": draft.payment_key}).scalar()
-        return Outcome("duplicate", existing, f"refund {draft.payment_key} is already recorded")
-    enqueue(conn, INVOICE_JOB, sale_id, now)
-    return Outcome("accepted", sale_id)
+    recorded = []
+    for refund in draft.parts or (draft,):
+        sale_id = conn.execute(
+            sql.new_sale,
+            {
+                "payment_key": refund.payment_key,
+                "payment_intent": None,
+                "source": refund.source,
+                "event_id": event_id,
+                "status": "pending",
+                "duplicate_of": None,
+                "paid_at": refund.refunded_at,
+                "currency": refund.currency,
+                "subtotal": refund.amount,
+                "tax": 0,
+                "total": refund.amount,
+                "buyer": {},
+                "lines": None,
+                "tax_lines": [],
+                "stripe_object": None,
+                "created_at": now,
+                "kind": "refund",
+                "refunds_payment": refund.refunds_payment,
+                "refund_of": None,
+                "refund_basis": refund.basis,
+            },
+        ).scalar()
+        if sale_id is not None:
+            enqueue(conn, INVOICE_JOB, sale_id, now)
+            recorded.append(sale_id)
+    if not recorded:
+        keys = [refund.payment_key for refund in draft.parts or (draft,)]
+        existing = conn.execute(sql.sale_by_key, {"key": keys[0]}).scalar()
+        return Outcome("duplicate", existing, f"refund {', '.join(keys)} is already recorded")
+    return Outcome("accepted", recorded[0])
 
 
 def _record_sale(conn: Connection, sql: _Statements, event_id: str, draft: SaleDraft) -> Outcome:

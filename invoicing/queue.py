@@ -13,8 +13,9 @@ import random
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy import Engine, Select, bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 
 from invoicing.store import as_utc, is_postgres, jobs, utcnow, write
@@ -80,13 +81,20 @@ _TAKE = (
 )
 
 
-def claim(engine: Engine, worker: str, lease_seconds: float) -> Job | None:
-    """Take the oldest job that is due, or else one whose holder's lease ran out."""
+def claim(
+    engine: Engine, worker: str, lease_seconds: float, job_id: int | None = None
+) -> Job | None:
+    """Take the oldest job that is due, or else one whose holder's lease ran out; with
+    ``job_id``, that job only, if it is still waiting."""
     now = utcnow()
     owner = f"{worker}/{uuid.uuid4().hex[:12]}"  # two loops of one process are two owners
     with write(engine) as conn:
         row = None
-        for query in _CANDIDATES[is_postgres(conn)]:
+        candidates: tuple[Select[Any], ...] = _CANDIDATES[is_postgres(conn)]
+        if job_id is not None:
+            waiting = select(*_COLUMNS).where(jobs.c.id == job_id, jobs.c.state == "pending")
+            candidates = (waiting.with_for_update(skip_locked=True),)
+        for query in candidates:
             row = conn.execute(query, {"now": now}).first()
             if row is not None:
                 break

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.engine import Connection, Row
 
 from invoicing.errors import PermanentError, TransientError
@@ -40,70 +40,78 @@ def issue_credit_note(rt: Runtime, refund_id: int) -> Row[Any] | None:
 
     Raises Postponed while the refunded sale waits for its invoice, and TransientError
     (retried, then a dead letter saying so) while no sale of that payment has arrived."""
-    settings = rt.settings
     _link_through_stripe(rt, refund_id)
     with write(rt.engine) as conn:
-        existing = conn.execute(select(invoices).where(invoices.c.sale_id == refund_id)).first()
-        if existing is not None:
-            return existing
-        refund = conn.execute(select(sales).where(sales.c.id == refund_id)).first()
-        if refund is None or refund.status != "pending":
-            return None
-        sale = _refunded_sale(conn, refund)
-        # Locking the invoice's row makes concurrent refunds of one sale take turns (PostgreSQL;
-        # SQLite's single writer already does), so none reads what another is crediting.
-        original = conn.execute(
-            select(invoices).where(invoices.c.sale_id == sale.id).with_for_update()
-        ).first()
-        if original is None:
-            raise Postponed(WAIT_FOR_INVOICE_SECONDS, f"sale {sale.id} is not invoiced yet")
-        if refund.currency != original.currency:
-            raise PermanentError(
-                f"refund {refund.payment_key} is in {refund.currency} but invoice "
-                f"{original.number} is in {original.currency}"
-            )
-        credited = already_credited(conn, sale.id)
-        due = min(_known_refunded(conn, sale.id, refund), original.total) - credited
-        if due <= 0:
-            conn.execute(
-                update(sales)
-                .where(sales.c.id == refund.id)
-                .values(status="covered", refund_of=sale.id)
-            )
-            return None
-        issue_document(
-            conn,
-            settings,
-            kind="credit_note",
-            sale_id=refund.id,
-            payment_key=refund.payment_key,
-            sale_date_of=refund.paid_at,  # the day the money went back
-            worker=rt.worker_id,
-            language=original.language,
-            regime=original.regime,
-            buyer=original.buyer,
-            currency=original.currency,
-            # The refund's id, or the charge's; a refund made by hand has none.
-            payment_reference=""
-            if refund.refund_basis == "manual"
-            else refund.payment_key.split("/")[0],
-            credited_number=original.number,
-            credited_issued_at=original.issued_at,
-            **credit_amounts(original, due, whole=due == original.total),
+        return credit_in(conn, rt, refund_id)
+
+
+def credit_in(conn: Connection, rt: Runtime, refund_id: int) -> Row[Any] | None:
+    """``issue_credit_note`` inside the caller's write transaction (``refund-note`` records
+    the refund and numbers its credit note in one)."""
+    settings = rt.settings
+    existing = conn.execute(select(invoices).where(invoices.c.sale_id == refund_id)).first()
+    if existing is not None:
+        return existing
+    refund = conn.execute(select(sales).where(sales.c.id == refund_id)).first()
+    if refund is None or refund.status != "pending":
+        return None
+    sale = _refunded_sale(conn, refund)
+    original = lock_invoice(conn, sale.id)
+    if original is None:
+        raise Postponed(WAIT_FOR_INVOICE_SECONDS, f"sale {sale.id} is not invoiced yet")
+    if refund.currency != original.currency:
+        raise PermanentError(
+            f"refund {refund.payment_key} is in {refund.currency} but invoice "
+            f"{original.number} is in {original.currency}"
         )
+    before = _credit_notes_of(conn, sale.id)
+    credited = -sum(int(note.total) for note in before)
+    due = min(_known_refunded(conn, sale.id, refund), original.total) - credited
+    if due <= 0:
         conn.execute(
-            update(sales)
-            .where(sales.c.id == refund.id)
-            .values(status="invoiced", refund_of=sale.id)
+            update(sales).where(sales.c.id == refund.id).values(status="covered", refund_of=sale.id)
         )
-        if settings.ledger_sheet is not None:
-            enqueue(conn, LEDGER_JOB, refund.id)
-        return conn.execute(select(invoices).where(invoices.c.sale_id == refund.id)).first()
+        return None
+    issue_document(
+        conn,
+        settings,
+        kind="credit_note",
+        sale_id=refund.id,
+        payment_key=refund.payment_key,
+        sale_date_of=refund.paid_at,  # the day the money went back
+        worker=rt.worker_id,
+        language=original.language,
+        regime=original.regime,
+        buyer=original.buyer,
+        currency=original.currency,
+        # The refund's id, or the charge's; a refund made by hand has none.
+        payment_reference=""
+        if refund.refund_basis == "manual"
+        else refund.payment_key.split("/")[0],
+        credited_number=original.number,
+        credited_issued_at=original.issued_at,
+        **credit_amounts(original, due, before),
+    )
+    conn.execute(
+        update(sales).where(sales.c.id == refund.id).values(status="invoiced", refund_of=sale.id)
+    )
+    if settings.ledger_sheet is not None:
+        enqueue(conn, LEDGER_JOB, refund.id)
+    return conn.execute(select(invoices).where(invoices.c.sale_id == refund.id)).first()
+
+
+def lock_invoice(conn: Connection, sale_id: int) -> Row[Any] | None:
+    """The sale's invoice, its row locked: concurrent refunds of one sale take turns
+    (PostgreSQL; SQLite's single writer already does), so none reads what another credits."""
+    return conn.execute(
+        select(invoices).where(invoices.c.sale_id == sale_id).with_for_update()
+    ).first()
 
 
 def _link_through_stripe(rt: Runtime, refund_id: int) -> None:
-    """Name the refunded sale when no sale carries the refund's PaymentIntent but Stripe knows
-    whose it is: a subscription's invoice.paid does not say which PaymentIntent paid it.
+    """Name the refunded sale when no sale of ours carries the refund's PaymentIntent but
+    Stripe knows whose it is: a subscription's invoice.paid does not say which PaymentIntent
+    paid it, and a Checkout Session that made a Stripe invoice is recorded as that invoice.
 
     Asked before the write transaction: the write lock is never held across the network."""
     stripe = rt.stripe
@@ -113,22 +121,19 @@ def _link_through_stripe(rt: Runtime, refund_id: int) -> None:
         refund = conn.execute(select(sales).where(sales.c.id == refund_id)).first()
         if refund is None or refund.refund_of is not None or refund.status != "pending":
             return
-        known = conn.execute(
-            select(sales.c.id).where(
-                sales.c.kind == "sale", sales.c.payment_intent == refund.refunds_payment
-            )
-        ).first()
-    if known is not None:
-        return
-    owner = stripe.owner_of_payment_intent(refund.refunds_payment)
-    if owner is None:
-        return
-    with write(rt.engine) as conn:
-        sale_id = conn.execute(
-            select(sales.c.id).where(sales.c.kind == "sale", sales.c.payment_key == owner)
-        ).scalar()
-        if sale_id is not None:
-            conn.execute(update(sales).where(sales.c.id == refund_id).values(refund_of=sale_id))
+        try:
+            _refunded_sale(conn, refund)
+            return  # found without Stripe's help
+        except TransientError:
+            pass
+    for owner in stripe.owners_of_payment_intent(refund.refunds_payment):
+        with write(rt.engine) as conn:
+            sale_id = conn.execute(
+                select(sales.c.id).where(sales.c.kind == "sale", sales.c.payment_key == owner)
+            ).scalar()
+            if sale_id is not None:
+                conn.execute(update(sales).where(sales.c.id == refund_id).values(refund_of=sale_id))
+                return
 
 
 def _refunded_sale(conn: Connection, refund: Row[Any]) -> Row[Any]:
@@ -159,14 +164,21 @@ def _refunded_sale(conn: Connection, refund: Row[Any]) -> Row[Any]:
     )
 
 
+def _credit_notes_of(conn: Connection, sale_id: int) -> list[Row[Any]]:
+    """The credit notes issued so far on the sale, oldest first."""
+    return list(
+        conn.execute(
+            select(invoices.c.total, invoices.c.tax, invoices.c.tax_lines)
+            .select_from(invoices.join(sales, sales.c.id == invoices.c.sale_id))
+            .where(sales.c.refund_of == sale_id, sales.c.kind == "refund")
+            .order_by(invoices.c.id)
+        )
+    )
+
+
 def already_credited(conn: Connection, sale_id: int) -> int:
     """What credit notes have given back on the sale so far (a positive amount)."""
-    total = conn.execute(
-        select(func.coalesce(func.sum(invoices.c.total), 0))
-        .select_from(invoices.join(sales, sales.c.id == invoices.c.sale_id))
-        .where(sales.c.refund_of == sale_id, sales.c.kind == "refund")
-    ).scalar_one()
-    return -int(total)
+    return -sum(int(note.total) for note in _credit_notes_of(conn, sale_id))
 
 
 def _known_refunded(conn: Connection, sale_id: int, refund: Row[Any]) -> int:
@@ -187,10 +199,15 @@ def _known_refunded(conn: Connection, sale_id: int, refund: Row[Any]) -> int:
     return manual + max(charge, single)
 
 
-def credit_amounts(original: Row[Any], amount: int, *, whole: bool) -> dict[str, Any]:
+def credit_amounts(original: Row[Any], amount: int, before: list[Row[Any]]) -> dict[str, Any]:
     """The credit note's figures, negative: the invoice's own lines when all of it is given
-    back at once, else one line for ``amount`` with the VAT in the invoice's proportions."""
-    if whole:
+    back at once, else one line for ``amount``.
+
+    Its VAT is what everything credited so far, this note included, carries in the
+    invoice's proportions (per rate), minus what the earlier notes carried: rounding never
+    adds up across several notes, and crediting all of an invoice in pieces gives back
+    exactly its VAT, per rate."""
+    if not before and amount == original.total:
         return {
             "subtotal": -original.subtotal,
             "tax": -original.tax,
@@ -201,18 +218,32 @@ def credit_amounts(original: Row[Any], amount: int, *, whole: bool) -> dict[str,
                 for t in original.tax_lines
             ],
         }
-    tax = _scaled(original.tax, amount, original.total)
+    rates = list(original.tax_lines)
+    credited = -sum(int(note.total) for note in before)
+    cumulative_tax = _scaled(original.tax, credited + amount, original.total)
+    tax = cumulative_tax + sum(int(note.tax) for note in before)  # earlier taxes are negative
     subtotal = amount - tax
-    tax_lines = list(original.tax_lines)
-    taxable = _split(subtotal, [int(t["taxable"]) for t in tax_lines])
-    taxes = _split(tax, [int(t["amount"]) for t in tax_lines])
+    cumulative_taxable = _split(
+        credited + amount - cumulative_tax, [int(t["taxable"]) for t in rates]
+    )
+    cumulative_amounts = _split(cumulative_tax, [int(t["amount"]) for t in rates])
+    tax_lines = []
+    for i, rate in enumerate(rates):
+        earlier = [_same_rate(note.tax_lines, rate) for note in before]
+        tax_lines.append(
+            {
+                **rate,
+                "taxable": -(cumulative_taxable[i] + sum(int(t["taxable"]) for t in earlier)),
+                "amount": -(cumulative_amounts[i] + sum(int(t["amount"]) for t in earlier)),
+            }
+        )
     lines = list(original.lines)
     what = (
         str(lines[0]["description"])
         if len(lines) == 1
         else INVOICE_WORD.get(original.language, INVOICE_WORD["en"]).format(number=original.number)
     )
-    rates = {line.get("tax_rate") for line in lines}
+    line_rates = {line.get("tax_rate") for line in lines}
     return {
         "subtotal": -subtotal,
         "tax": -tax,
@@ -224,14 +255,19 @@ def credit_amounts(original: Row[Any], amount: int, *, whole: bool) -> dict[str,
                 "unit_amount": -subtotal,
                 "amount": -subtotal,
                 "tax_amount": -tax,
-                "tax_rate": rates.pop() if len(rates) == 1 else None,
+                "tax_rate": line_rates.pop() if len(line_rates) == 1 else None,
             }
         ],
-        "tax_lines": [
-            {**t, "taxable": -part, "amount": -share}
-            for t, part, share in zip(tax_lines, taxable, taxes, strict=True)
-        ],
+        "tax_lines": tax_lines,
     }
+
+
+def _same_rate(tax_lines: list[dict[str, Any]], rate: dict[str, Any]) -> dict[str, Any]:
+    """An earlier credit note's entry for ``rate`` (they are made from the same invoice)."""
+    for entry in tax_lines:
+        if entry.get("rate") == rate.get("rate") and entry.get("label") == rate.get("label"):
+            return entry
+    return {"taxable": 0, "amount": 0}
 
 
 def _negated(line: dict[str, Any]) -> dict[str, Any]:

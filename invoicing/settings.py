@@ -175,6 +175,19 @@ def check_pattern(key: str, pattern: str, reset: str) -> None:
         )
 
 
+def _credit_default(inv: Mapping[str, Any]) -> str:
+    """Credit notes reset like invoices: a monthly series gets a monthly default too."""
+    if inv.get("number_reset") == "monthly":
+        return "AV{year}-{month}-{seq:04}"
+    return InvoiceOptions.credit_note_pattern
+
+
+def _literal(pattern: str) -> str:
+    """A pattern's fixed text: "AV{year}-{seq:06}" → "AV-". Two series whose fixed texts are
+    the same could meet ("{seq:05}" and "{seq:06}" do at 100000)."""
+    return re.sub(r"\{[^}]*\}", "", pattern)
+
+
 def _timezone(table: Mapping[str, Any]) -> str:
     name = str(table.get("timezone", InvoiceOptions.timezone))
     try:
@@ -277,11 +290,18 @@ def load_settings(env: Mapping[str, str], config: Mapping[str, Any] | None = Non
         language=_choice(inv, "invoice", "language", "fr", LANGUAGES),
         number_pattern=str(inv.get("number_pattern", InvoiceOptions.number_pattern)),
         number_reset=_choice(inv, "invoice", "number_reset", "yearly", RESETS),
-        credit_note_pattern=str(inv.get("credit_note_pattern", InvoiceOptions.credit_note_pattern)),
+        credit_note_pattern=str(inv.get("credit_note_pattern", _credit_default(inv))),
         timezone=_timezone(inv),
     )
     check_pattern("invoice.number_pattern", options.number_pattern, options.number_reset)
     check_pattern("invoice.credit_note_pattern", options.credit_note_pattern, options.number_reset)
+    if _literal(options.number_pattern) == _literal(options.credit_note_pattern):
+        raise SettingsError(
+            "invoice.credit_note_pattern in the config: must differ from number_pattern by more "
+            f"than its fields ({options.credit_note_pattern!r} and {options.number_pattern!r}), "
+            "or an invoice and a credit note could get the same number; the default is "
+            f"{InvoiceOptions.credit_note_pattern!r}"
+        )
     seller = _seller(data)
     regime = _choice(_table(data, "vat"), "vat", "regime", "franchise", REGIMES)
     if regime in ("standard", "oss", "reverse-charge") and not seller.vat_number:

@@ -64,10 +64,13 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
 
-    def run_once(self) -> bool:
-        """Claim one due job and run it; False when nothing was due."""
+    def run_once(self, job_id: int | None = None) -> bool:
+        """Claim one due job (or job ``job_id``, if it is still waiting) and run it; False
+        when there was none to take."""
         settings = self.rt.settings
-        job = queue.claim(self.rt.engine, self.rt.worker_id, settings.job_lease_seconds)
+        job = queue.claim(
+            self.rt.engine, self.rt.worker_id, settings.job_lease_seconds, job_id=job_id
+        )
         if job is None:
             return False
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
+import struct
 import threading
+import zlib
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -217,8 +220,8 @@ def test_taxed_invoice_shows_vat_per_rate(renderer: InvoiceRenderer, regime: str
     text = render_text(renderer, taxed_invoice(), regime)
     for expected in (
         "Total HT 299,00 €",
-        "TVA 20 % 39,80 €",
-        "TVA 5,5 % 5,50 €",
+        "TVA 20 % sur 199,00 € 39,80 €",
+        "TVA 5,5 % sur 100,00 € 5,50 €",
         "Total TTC 344,30 €",
         "Cours en ligne 1 199,00 € 20 % 199,00 €",
         "Livre numérique 2 50,00 € 5,5 % 100,00 €",
@@ -231,8 +234,8 @@ def test_taxed_invoice_in_english(renderer: InvoiceRenderer) -> None:
     text = render_text(renderer, taxed_invoice(language="en"), "standard")
     for expected in (
         "Total excl. VAT €299.00",
-        "VAT 20% €39.80",
-        "VAT 5.5% €5.50",
+        "VAT 20% on €199.00 €39.80",
+        "VAT 5.5% on €100.00 €5.50",
         "Total incl. VAT €344.30",
     ):
         assert expected in text
@@ -460,6 +463,64 @@ def test_credit_note_in_english(renderer: InvoiceRenderer) -> None:
     assert "Original invoice F2026-000123 of November 12, 2026" in text
     assert "-€20.00" in text
     assert "Refunded on November 25, 2026 — reference re_3QabcREF" in text
+
+
+def png_rows(png: bytes) -> tuple[int, list[bytes]]:
+    """Decode an 8-bit RGB/RGBA PNG (what Typst writes) into its width and pixel rows."""
+    width, height, depth, color = struct.unpack(">IIBB", png[16:26])
+    assert depth == 8 and color in (2, 6), (depth, color)
+    channels = 4 if color == 6 else 3
+    data, pos = b"", 8
+    while pos < len(png):
+        (length,) = struct.unpack(">I", png[pos : pos + 4])
+        if png[pos + 4 : pos + 8] == b"IDAT":
+            data += png[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+    raw, stride, rows = zlib.decompress(data), width * channels, []
+    previous = bytearray(stride)
+    for y in range(height):
+        kind, line = (
+            raw[y * (stride + 1)],
+            bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)]),
+        )
+        for i in range(stride):
+            left = line[i - channels] if i >= channels else 0
+            up, corner = previous[i], previous[i - channels] if i >= channels else 0
+            if kind == 1:
+                line[i] = (line[i] + left) & 0xFF
+            elif kind == 2:
+                line[i] = (line[i] + up) & 0xFF
+            elif kind == 3:
+                line[i] = (line[i] + (left + up) // 2) & 0xFF
+            elif kind == 4:
+                p = left + up - corner
+                pa, pb, pc = abs(p - left), abs(p - up), abs(p - corner)
+                line[i] = (
+                    line[i] + (left if pa <= pb and pa <= pc else up if pb <= pc else corner)
+                ) & 0xFF
+        rows.append(bytes(line))
+        previous = line
+    return width, [bytes(r[c] for c in range(len(r)) if c % channels != 3) for r in rows]
+
+
+@pytest.mark.parametrize("number", ["AV2026-000004", "AVOIR-BOUTIQUE-2026-000001"])
+def test_credit_note_header_stays_on_the_page(renderer: InvoiceRenderer, number: str) -> None:
+    """The longest header (a late refund of a September invoice, a long number) keeps clear
+    of the right margin: no ink in its outer 1.5 cm."""
+    note = credit_note(
+        number=number,
+        buyer=COMPANY,
+        credited_issued_at=datetime(2026, 9, 28, 10, tzinfo=UTC),
+        issued_at=datetime(2026, 12, 2, 10, tzinfo=UTC),
+        sale_date=date(2026, 12, 1),
+    )
+    data = json.dumps(renderer.template_data(note, SELLER, "franchise"))
+    png = renderer._compiler.compile(format="png", ppi=72, sys_inputs={"data": data})
+    assert isinstance(png, bytes)
+    width, rows = png_rows(png)
+    margin = round(1.5 / 2.54 * 72)  # pixels in 1.5 cm
+    inked = [y for y, row in enumerate(rows) if min(row[(width - margin) * 3 :]) < 200]
+    assert inked == [], f"ink in the right margin on rows {inked[:5]}…"
 
 
 def test_credit_note_without_its_invoice_is_refused(renderer: InvoiceRenderer) -> None:

@@ -154,17 +154,7 @@ def test_partial_repeated_and_over_refunds_never_credit_more_than_paid(
 
 def test_partial_refund_keeps_the_vat_in_proportion(tmp_path: Path) -> None:
     """A quarter of a taxed sale back: a quarter of the VAT, to the cent, per rate."""
-    env = {
-        "INVOICEHOOK_CONFIG": str(
-            write_config(
-                tmp_path, seller={"vat_number": "FR12123456789"}, vat={"regime": "standard"}
-            )
-        ),
-        "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite",
-        "STORAGE_URL": f"file://{tmp_path}/invoices",
-        "EMAIL_URL": f"file://{tmp_path}/outbox",
-    }
-    rt = build_runtime(load_settings(env))
+    rt = taxed_runtime(tmp_path)
     sell(rt, checkout_event(1, amount=24000, tax=4000))
     sell(rt, refund_event(1, 6000))
     Worker(rt).drain()
@@ -174,6 +164,52 @@ def test_partial_refund_keeps_the_vat_in_proportion(tmp_path: Path) -> None:
     assert sum(t["amount"] for t in note.tax_lines) == -1000
     text = pdf_text(rt.storage.get(note.pdf_key))
     assert "Total HT -50,00 €" in text and "Total TTC -60,00 €" in text
+
+
+def taxed_runtime(tmp_path: Path, **invoice: Any) -> Runtime:
+    config = write_config(
+        tmp_path,
+        seller={"vat_number": "FR12123456789"},
+        vat={"regime": "standard"},
+        **({"invoice": invoice} if invoice else {}),
+    )
+    env = {
+        "INVOICEHOOK_CONFIG": str(config),
+        "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite",
+        "STORAGE_URL": f"file://{tmp_path}/invoices",
+        "EMAIL_URL": f"file://{tmp_path}/outbox",
+    }
+    return build_runtime(load_settings(env))
+
+
+@pytest.mark.parametrize(
+    ("currency", "amount", "tax", "pieces"),
+    [
+        ("eur", 24000, 4000, [9, 23991]),
+        ("eur", 24000, 4000, [3003, 20997]),
+        ("eur", 24000, 4000, [1, 1, 1, 23997]),
+        ("jpy", 1500, 250, [333, 100, 1067]),
+    ],
+)
+def test_vat_given_back_in_pieces_adds_up_to_the_vat_invoiced(
+    tmp_path: Path, currency: str, amount: int, tax: int, pieces: list[int]
+) -> None:
+    """Each credit note's VAT is rounded on the running total, so the pieces of a full
+    refund give back exactly the VAT and the amount excl. VAT that were invoiced."""
+    rt = taxed_runtime(tmp_path)
+    sell(rt, checkout_event(1, amount=amount, tax=tax, currency=currency))
+    for n, piece in enumerate(pieces, 1):
+        event = refund_event(n, piece)
+        event["data"]["object"]["currency"] = currency
+        sell(rt, event)
+        Worker(rt).drain()
+    notes = credit_notes(rt)
+    assert [-n.total for n in notes] == pieces
+    assert -sum(n.tax for n in notes) == tax
+    assert -sum(n.subtotal for n in notes) == amount - tax
+    for note in notes:
+        assert sum(t["amount"] for t in note.tax_lines) == note.tax
+        assert note.subtotal + note.tax == note.total
 
 
 @pytest.mark.parametrize("charge_first", [False, True])
@@ -194,6 +230,57 @@ def test_one_refund_told_twice_is_one_credit_note(
         sell(runtime, event)
         Worker(runtime).drain()
     assert [n.total for n in credit_notes(runtime)] == [-5000, -3000]
+
+
+def test_charge_listing_its_refunds_is_those_refunds(runtime: Runtime) -> None:  # noqa: F811
+    """Older API versions put the refunds in charge.refunded: each is credited as itself."""
+    invoiced(runtime)
+    deliver(runtime, refund_event(2, 3000))
+    Worker(runtime).drain()
+    charge = charge_refunded(8000)
+    charge["data"]["object"]["refunds"] = {
+        "object": "list",
+        "has_more": False,
+        "data": [
+            refund_event(1, 5000)["data"]["object"],
+            refund_event(2, 3000)["data"]["object"],
+        ],
+    }
+    assert deliver(runtime, charge) == "accepted"
+    assert deliver(runtime, refund_event(1, 5000)) == "duplicate"
+    Worker(runtime).drain()
+    notes = credit_notes(runtime)
+    assert [(n.payment_reference, n.total) for n in notes] == [("re_2", -3000), ("re_1", -5000)]
+
+
+def test_failed_refund_is_answered_with_what_it_means(runtime: Runtime) -> None:  # noqa: F811
+    invoiced(runtime)
+    failed = refund_event(1, 5000, status="failed", event_type="refund.failed")
+    failed["data"]["object"]["failure_reason"] = "expired_or_canceled_card"
+    body = json.dumps(failed)
+    outcome = record(
+        runtime.engine,
+        source="stripe",
+        event_id=failed["id"],
+        event_type=failed["type"],
+        raw=body,
+        result=to_sale(parse(body.encode())),
+    )
+    assert outcome.status == "ignored"
+    assert "failed (expired_or_canceled_card): no money went back" in outcome.reason
+    assert credit_notes(runtime) == []
+
+
+def test_refund_dated_when_it_succeeded(runtime: Runtime) -> None:  # noqa: F811
+    """A refund asked on the 25th that succeeds on the 28th went back on the 28th."""
+    invoiced(runtime)
+    event = refund_event(1, 5000, event_type="refund.updated")
+    event["created"] = 1795600000 + 3 * 86400
+    deliver(runtime, event)
+    Worker(runtime).drain()
+    (note,) = credit_notes(runtime)
+    assert f"{note.sale_date:%Y-%m-%d}" == "2026-11-28"
+    assert "Remboursé le 28 novembre 2026" in pdf_text(runtime.storage.get(note.pdf_key))
 
 
 def deliver(rt: Runtime, event: dict[str, Any]) -> str:

@@ -117,3 +117,20 @@ def test_example_config_is_valid() -> None:
     """The commented example that `make demo` uses loads as it is."""
     settings = load_settings({"INVOICEHOOK_CONFIG": str(ROOT / "invoicehook.example.toml")})
     assert settings.seller.name and settings.regime == "franchise"
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["F{year}-{seq:06}", "F{year}-{seq:05}", "F-{year}{seq:06}"],
+)
+def test_credit_notes_cannot_share_the_invoices_numbers(tmp_path: Path, pattern: str) -> None:
+    """A credit note numbered like an invoice would collide with one, sooner or later."""
+    with pytest.raises(SettingsError, match="credit_note_pattern in the config: must differ"):
+        load_settings(env_for(tmp_path, invoice={"credit_note_pattern": pattern}))
+
+
+def test_monthly_series_get_monthly_credit_notes(tmp_path: Path) -> None:
+    """Choosing monthly invoice numbers needs no second change for credit notes."""
+    invoice = {"number_pattern": "{year}-{month}-{seq:03}", "number_reset": "monthly"}
+    settings = load_settings(env_for(tmp_path, invoice=invoice))
+    assert settings.invoice.credit_note_pattern == "AV{year}-{month}-{seq:04}"

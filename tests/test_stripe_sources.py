@@ -340,6 +340,10 @@ def test_refund_of_a_subscription_payment_is_matched_through_stripe(runtime: Run
     from tests.test_refunds import refund_event
 
     sale_id = sell(runtime, invoice_paid_event("in_9"))
+    # Its payment_intent.succeeded too: a duplicate whose owner only Stripe could name.
+    pi_sale = sell(runtime, payment_intent_event("pi_renewal"))
+    process_sale(runtime, pi_sale)
+    assert status_of(runtime, pi_sale) == "duplicate"
     refund_id = sell(runtime, refund_event(1, 900, payment_intent="pi_renewal"))
     Worker(runtime).drain()
     invoice, note = load_invoice(runtime, sale_id), load_invoice(runtime, refund_id)
