@@ -76,7 +76,11 @@ def run_backfill(
         )
         return 2
     zone = ZoneInfo(settings.invoice.timezone)
-    until = until or datetime.now(zone).date()
+    today = datetime.now(zone).date()
+    if until is None and since > today:
+        _error(f"--since {since} is in the future (today is {today})")
+        return 2
+    until = until or today
     if until < since:
         _error(f"--until {until} is before --since {since}")
         return 2

@@ -23,13 +23,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from app import create_app
 
+    try:
+        port = args.port if args.port is not None else int(os.environ.get("PORT", "8000"))
+    except ValueError:
+        raise SettingsError(f"PORT: expected a number, got {os.environ['PORT']!r}") from None
     app = create_app(_settings())
     # uvicorn turns SIGTERM/SIGINT into a lifespan shutdown: the worker stops taking jobs
     # and finishes the ones in hand.
     uvicorn.run(
         app,
         host=args.host,
-        port=args.port,
+        port=port,
         log_level="info",
         timeout_graceful_shutdown=20,
         proxy_headers=True,
@@ -167,29 +171,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the service (webhooks + worker)")
-    serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    serve.add_argument(
+        "--host", default=os.environ.get("HOST", "127.0.0.1"), help="default: HOST or 127.0.0.1"
+    )
+    serve.add_argument("--port", type=int, help="default: PORT or 8000")
     serve.set_defaults(func=cmd_serve)
     work = sub.add_parser("work", help="run only the worker (serve starts one by itself)")
     work.add_argument("--from-parent", action="store_true", help=argparse.SUPPRESS)
     work.set_defaults(func=cmd_work)
-    sub.add_parser("demo", help="run a signed sample payment through the service").set_defaults(
-        func=cmd_demo
-    )
+    sub.add_parser(
+        "demo", help="run a signed sample payment and its refund through the service"
+    ).set_defaults(func=cmd_demo)
     sub.add_parser("check", help="validate settings and reach every outside system").set_defaults(
         func=cmd_check
     )
     replay = sub.add_parser("replay", help="process a stored event again (dead letters)")
     replay.add_argument("event_id")
     replay.set_defaults(func=cmd_replay)
-    resend = sub.add_parser("resend", help="email an invoice to its buyer again")
+    resend = sub.add_parser("resend", help="email an invoice (or credit note) to its buyer again")
     resend.add_argument("number")
     resend.set_defaults(func=cmd_resend)
     note = sub.add_parser(
         "refund-note", help="issue a credit note for a refund made outside Stripe"
     )
     note.add_argument("number", help="the invoice's number, such as F2026-000123")
-    note.add_argument("--amount", help="in the invoice's currency, 49.90 (default: all of it)")
+    note.add_argument(
+        "--amount", help="in the invoice's currency, 49.90 or 49,90 (default: all that is left)"
+    )
     note.set_defaults(func=cmd_refund_note)
     listing = sub.add_parser("list", help="list invoices and credit notes")
     listing.add_argument("--month", metavar="YYYY-MM", help="only those issued in this month")
@@ -197,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     backfill = sub.add_parser(
         "backfill", help="invoice past Stripe payments (paid Checkout Sessions and invoices)"
     )
-    backfill.add_argument("--since", required=True, type=_day, metavar="YYYY-MM-DD")
+    backfill.add_argument(
+        "--since", required=True, type=_day, metavar="YYYY-MM-DD", help="first day included"
+    )
     backfill.add_argument(
         "--until", type=_day, metavar="YYYY-MM-DD", help="last day included (default: today)"
     )
@@ -220,13 +230,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+SERVICE_COMMANDS = ("serve", "work")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # "Running upgrade …" is noise
     args = build_parser().parse_args(argv)
+    # The service logs what it does; a command the seller types prints its own answer, and
+    # the worker's and Stripe's INFO lines would bury it.
+    default = "INFO" if args.command in SERVICE_COMMANDS else "WARNING"
+    level = os.environ.get("LOG_LEVEL", "").strip().upper() or default
+    if level not in LEVELS:
+        print(
+            f"invoicehook: setting error: LOG_LEVEL: expected one of {', '.join(LEVELS)}, "
+            f"got {os.environ['LOG_LEVEL']!r}",
+            file=sys.stderr,
+        )
+        return 2
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # "Running upgrade …" is noise
+    if level != "DEBUG":
+        logging.getLogger("stripe").setLevel(logging.WARNING)  # a line for every API call
     try:
         return int(args.func(args))
     except SettingsError as exc:
