@@ -119,7 +119,10 @@ def cmd_refund_note(args: argparse.Namespace) -> int:
     # Make, store and email it now, unless the service's worker has already taken its job.
     if Worker(rt).run_once(job_id=job_id):
         row = load_invoice_by_number(rt, note.number)
-        print(f"{note.number}: email {row.email_status if row else 'pending'}")
+        if row is not None and row.email_status == "pending":
+            print(f"{note.number}: to be emailed by the service, after invoice {args.number}")
+        else:
+            print(f"{note.number}: email {row.email_status if row else 'pending'}")
     else:
         print(f"{note.number}: the service is making and emailing it")
     return 0

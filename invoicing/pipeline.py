@@ -19,12 +19,13 @@ from sqlalchemy.engine import Row
 from invoicing.errors import PermanentError
 from invoicing.model import Buyer, Invoice, Line, Seller, TaxLine
 from invoicing.numbering import issue_document
-from invoicing.queue import enqueue
+from invoicing.queue import Postponed, enqueue
 from invoicing.refunds import issue_credit_note
 from invoicing.runtime import Runtime
-from invoicing.store import as_utc, invoices, sales, utcnow, write
+from invoicing.store import as_utc, invoices, jobs, sales, utcnow, write
 
 LEDGER_JOB = "ledger"  # invoicing.ledger handles it
+INVOICE_EMAIL_WAIT_SECONDS = 20.0
 FALLBACK_LINE = {"fr": "Achat en ligne", "en": "Online purchase"}
 
 
@@ -53,9 +54,30 @@ def process_sale(rt: Runtime, sale_id: int, checkpoint: Callable[[], None] = lam
         row = load_invoice(rt, sale_id)
         assert row is not None
     if row.emailed_at is None and row.email_status != "skipped":
+        if row.kind == "credit_note" and _invoice_email_on_its_way(rt, row.credited_number):
+            # The buyer must not read of a credit note on an invoice they have not received.
+            raise Postponed(
+                INVOICE_EMAIL_WAIT_SECONDS, f"invoice {row.credited_number} is not emailed yet"
+            )
         checkpoint()
         send_email(rt, row, pdf=pdf)
     return f"{row.kind.replace('_', ' ')} {row.number} done"
+
+
+def _invoice_email_on_its_way(rt: Runtime, number: str) -> bool:
+    """The invoice's email is still to be sent by a job that is alive (not a dead letter)."""
+    with rt.engine.connect() as conn:
+        waiting = conn.execute(
+            select(jobs.c.id)
+            .select_from(invoices.join(jobs, jobs.c.sale_id == invoices.c.sale_id))
+            .where(
+                invoices.c.number == number,
+                invoices.c.email_status == "pending",
+                jobs.c.kind == "invoice",
+                jobs.c.state.in_(("pending", "running")),
+            )
+        ).first()
+    return waiting is not None
 
 
 def issue_now(rt: Runtime, sale_id: int) -> Row[Any] | None:

@@ -17,7 +17,7 @@ from invoicing.intake import record
 from invoicing.pipeline import load_invoice, load_invoice_by_number, process_sale
 from invoicing.runtime import Runtime, build_runtime
 from invoicing.settings import load_settings
-from invoicing.store import invoices, jobs, sales, write
+from invoicing.store import invoices, jobs, sales, utcnow, write
 from invoicing.worker import Worker
 from tests.conftest import checkout_event, write_config
 from tests.google_server import GoogleFake
@@ -478,3 +478,38 @@ def test_list_shows_invoices_and_credit_notes(
     assert said(capsys).out.strip() == "no invoices issued in 2020-01"
     assert main(["list", "--month", "2026-13"]) == 1
     assert "not a month like 2026-11" in said(capsys).err
+
+
+def test_credit_note_is_emailed_after_its_invoice(
+    runtime: Runtime,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A buyer never reads of a credit note on an invoice that has not reached them yet."""
+    from invoicing.pipeline import issue_now
+    from invoicing.queue import Postponed
+
+    sale_id = sell(runtime, checkout_event(1))
+    issue_now(runtime, sale_id)  # numbered (as backfill does), its email still to come
+    refund_id = sell(runtime, refund_event(1, 5000))
+    with pytest.raises(Postponed, match="invoice F2026-000001 is not emailed yet"):
+        process_sale(runtime, refund_id)
+    assert sorted(p.name for p in outbox(runtime).glob("*.eml")) == []
+
+    cli_env(runtime, monkeypatch, tmp_path)
+    assert main(["refund-note", "F2026-000001", "--amount", "10"]) == 0
+    assert "AV2026-000002: to be emailed by the service, after invoice F2026-000001" in (
+        said(capsys).out
+    )
+
+    Worker(runtime).drain()  # the invoice's job first, then the credit notes' again
+    with write(runtime.engine) as conn:  # the postponed ones come due
+        conn.execute(update(jobs).where(jobs.c.state == "pending").values(run_after=utcnow()))
+    Worker(runtime).drain()
+    sent = sorted(outbox(runtime).glob("*.eml"), key=lambda p: p.stat().st_mtime_ns)
+    assert [p.name.split(".")[0] for p in sent] == [
+        "F2026-000001",
+        "AV2026-000001",
+        "AV2026-000002",
+    ]
