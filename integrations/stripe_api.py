@@ -119,6 +119,20 @@ class StripeApi:
         except self._stripe.StripeError as exc:
             raise self._classify(exc) from exc
 
+    def succeeded_refunds(self, start: datetime, end: datetime) -> Iterator[dict[str, Any]]:
+        """Refunds created in [start, end] that succeeded, newest first, all pages."""
+        first, last = int(start.timestamp()), int(end.timestamp())
+        try:
+            page = self._client.v1.refunds.list(
+                {"created": {"gte": first, "lte": last}, "limit": 100}
+            )
+            for refund in page.auto_paging_iter():
+                data = refund.to_dict()
+                if data.get("status") == "succeeded":
+                    yield data
+        except self._stripe.StripeError as exc:
+            raise self._classify(exc) from exc
+
     def check(self) -> str:
         """For `invoicehook check`: the key is accepted and can read Checkout Sessions."""
         try:

@@ -24,11 +24,12 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from integrations.stripe_events import Ignored, SaleDraft, to_sale
+from integrations.stripe_events import Ignored, RefundDraft, SaleDraft, to_sale
 from invoicing.errors import BadRequest, PermanentError, TransientError
 from invoicing.intake import record
 from invoicing.money import format_money
 from invoicing.pipeline import issue_now
+from invoicing.queue import Postponed
 from invoicing.runtime import Runtime, build_runtime
 from invoicing.settings import Settings
 from invoicing.store import invoices, sales
@@ -36,6 +37,7 @@ from invoicing.store import invoices, sales
 PROG = "invoicehook backfill"
 SESSION_EVENT = "checkout.session.completed"
 INVOICE_EVENT = "invoice.paid"
+REFUND_EVENT = "refund.created"
 BUYER_WIDTH = 40
 
 
@@ -44,11 +46,13 @@ class Payment:
     """One paid Stripe object, what the webhook translation makes of it, and its fate."""
 
     event: dict[str, Any]
-    result: SaleDraft | Ignored
+    result: SaleDraft | RefundDraft | Ignored
     paid_at: datetime
     skip: str | None = None  # why it is not invoiced
     sale_id: int | None = None  # recorded before (or by) this run
-    number: str | None = None  # the invoice number, once issued
+    number: str | None = None  # the invoice (or credit note) number, once issued
+    buyer: str = ""  # a refund's: its sale's buyer, when known
+    later: str | None = None  # recorded, and left to the service to finish
 
     @property
     def stripe_id(self) -> str:
@@ -57,11 +61,15 @@ class Payment:
     def action(self, *, done: bool) -> str:
         if self.skip is not None:
             return f"skip: {self.skip}"
+        refund = isinstance(self.result, RefundDraft)
         if self.number is not None:
-            return f"invoiced {self.number}"
+            return f"credited {self.number}" if refund else f"invoiced {self.number}"
+        if self.later is not None:
+            return self.later
         if done:
             return "not done (stopped)"
-        return "invoice (recorded earlier)" if self.sale_id is not None else "invoice"
+        verb = "credit note" if refund else "invoice"
+        return f"{verb} (recorded earlier)" if self.sale_id is not None else verb
 
 
 def run_backfill(
@@ -72,7 +80,8 @@ def run_backfill(
     if settings.stripe_api_key is None:
         _error(
             "STRIPE_API_KEY is not set: backfill reads past payments from Stripe's API. Set it "
-            "to a secret key, or a restricted key that can read Checkout Sessions and Invoices."
+            "to a secret key, or a restricted key that can read core, Checkout and Billing "
+            "resources."
         )
         return 2
     zone = ZoneInfo(settings.invoice.timezone)
@@ -98,6 +107,8 @@ def run_backfill(
         with rt.engine.connect() as conn:
             for payment in payments:
                 _check_known(conn, payment)
+            for payment in payments:
+                _check_refunded_sale(rt, conn, payment, payments)
         todo = [p for p in payments if p.skip is None]
         if dry_run:
             _print_table(out, payments, zone, settings.invoice.language, done=False)
@@ -132,6 +143,7 @@ def _fetch(rt: Runtime, start: datetime, end: datetime, progress: Progress) -> l
     sources = (
         ("Checkout Sessions", SESSION_EVENT, stripe.paid_checkout_sessions),
         ("Stripe invoices", INVOICE_EVENT, stripe.paid_invoices),
+        ("refunds", REFUND_EVENT, stripe.succeeded_refunds),
     )
     for what, event_type, listing in sources:
         try:
@@ -158,9 +170,12 @@ def _payment(event_type: str, obj: dict[str, Any]) -> Payment:
         result = to_sale(event)
     except BadRequest as exc:  # a field of an unexpected shape: shown, not invoiced
         result = Ignored(str(exc))
-    if not isinstance(result, SaleDraft | Ignored):  # never, for sessions and invoices
-        result = Ignored(f"{event_type} did not give a sale")
-    paid_at = result.paid_at if isinstance(result, SaleDraft) else datetime.fromtimestamp(paid, UTC)
+    if isinstance(result, SaleDraft):
+        paid_at = result.paid_at
+    elif isinstance(result, RefundDraft):
+        paid_at = result.refunded_at
+    else:
+        paid_at = datetime.fromtimestamp(paid, UTC)
     return Payment(event=event, result=result, paid_at=paid_at)
 
 
@@ -169,6 +184,19 @@ def _check_known(conn: Connection, payment: Payment) -> None:
     draft = payment.result
     if isinstance(draft, Ignored):
         payment.skip = draft.reason
+        return
+    if isinstance(draft, RefundDraft):
+        known = conn.execute(
+            select(sales.c.id, sales.c.status, invoices.c.number)
+            .select_from(sales.outerjoin(invoices, invoices.c.sale_id == sales.c.id))
+            .where(sales.c.payment_key == draft.payment_key)
+        ).first()
+        if known is not None and known.number is not None:
+            payment.skip = f"already credited ({known.number})"
+        elif known is not None and known.status == "covered":
+            payment.skip = "already covered by earlier credit notes"
+        elif known is not None:
+            payment.sale_id = known.id
         return
     with_number = sales.outerjoin(invoices, invoices.c.sale_id == sales.c.id)
     columns = (sales.c.id, sales.c.status, sales.c.source, sales.c.payment_key, invoices.c.number)
@@ -205,11 +233,53 @@ def _check_known(conn: Connection, payment: Payment) -> None:
         return
 
 
+def _check_refunded_sale(
+    rt: Runtime, conn: Connection, payment: Payment, payments: list[Payment]
+) -> None:
+    """A refund is credited only on a sale invoiced here, or invoiced by this run."""
+    draft = payment.result
+    if not isinstance(draft, RefundDraft) or payment.skip is not None:
+        return
+    pi = draft.refunds_payment
+    buyer = _buyer_of_sale(conn, payments, intents={pi})
+    if buyer is None and rt.stripe is not None:
+        # A subscription's invoice does not name its PaymentIntent: Stripe does.
+        owners = set(rt.stripe.owners_of_payment_intent(pi))
+        buyer = _buyer_of_sale(conn, payments, keys=owners)
+    if buyer is None:
+        payment.skip = f"its sale ({pi}) is not invoiced here: paid before --since?"
+        return
+    payment.buyer = _buyer_text(buyer.get("name"), buyer.get("email"))
+
+
+def _buyer_of_sale(
+    conn: Connection,
+    payments: list[Payment],
+    intents: frozenset[str] | set[str] = frozenset(),
+    keys: frozenset[str] | set[str] = frozenset(),
+) -> dict[str, Any] | None:
+    """The buyer of the sale with one of these PaymentIntents or payment keys: recorded
+    already, or about to be invoiced by this run."""
+    match = (sales.c.payment_intent.in_(intents)) | (sales.c.payment_key.in_(keys))
+    found = conn.execute(select(sales.c.buyer).where(sales.c.kind == "sale", match)).first()
+    if found is not None:
+        return dict(found.buyer)
+    for other in payments:
+        sale = other.result
+        wanted = isinstance(sale, SaleDraft) and (
+            sale.payment_intent in intents or sale.payment_key in keys
+        )
+        if wanted and other.skip is None:
+            assert isinstance(sale, SaleDraft)
+            return sale.buyer
+    return None
+
+
 def _invoice(rt: Runtime, todo: list[Payment], progress: Progress) -> None:
     """Record each sale and issue its number at once, in paid order."""
     for n, payment in enumerate(todo):
         progress.bar(n, len(todo), payment.stripe_id)
-        assert isinstance(payment.result, SaleDraft)
+        assert isinstance(payment.result, SaleDraft | RefundDraft)
         if payment.sale_id is None:
             event = payment.event
             outcome = record(
@@ -224,9 +294,16 @@ def _invoice(rt: Runtime, todo: list[Payment], progress: Progress) -> None:
                 payment.skip = outcome.reason or outcome.status  # arrived meanwhile
                 continue
             payment.sale_id = outcome.sale_id
-        row = issue_now(rt, payment.sale_id)
+        refund = isinstance(payment.result, RefundDraft)
+        try:
+            row = issue_now(rt, payment.sale_id)
+        except Postponed:  # its sale came by webhook and waits for the worker's number
+            payment.later = "recorded; the service credits it once its sale is invoiced"
+            continue
         if row is None:
-            payment.skip = "another sale owns this payment"
+            payment.skip = (
+                "covered by earlier credit notes" if refund else "another sale owns this payment"
+            )
         else:
             payment.number = str(row.number)
     if todo:
@@ -263,6 +340,8 @@ def _print_table(
 
 
 def _buyer(payment: Payment) -> str:
+    if isinstance(payment.result, RefundDraft):
+        return payment.buyer or "-"
     if isinstance(payment.result, SaleDraft):
         name, email = payment.result.buyer.get("name"), payment.result.buyer.get("email")
     else:
@@ -270,6 +349,10 @@ def _buyer(payment: Payment) -> str:
         details = obj.get("customer_details") or {}
         name = details.get("name") or obj.get("customer_name")
         email = details.get("email") or obj.get("customer_email")
+    return _buyer_text(name, email)
+
+
+def _buyer_text(name: Any, email: Any) -> str:
     name, email = str(name or "").strip(), str(email or "").strip()
     text = f"{name} <{email}>" if name and email and name != email else (name or email or "-")
     return text if len(text) <= BUYER_WIDTH else text[: BUYER_WIDTH - 1] + "…"
@@ -278,6 +361,8 @@ def _buyer(payment: Payment) -> str:
 def _amount(payment: Payment, language: str) -> str:
     if isinstance(payment.result, SaleDraft):
         amount, currency = payment.result.total, payment.result.currency
+    elif isinstance(payment.result, RefundDraft):  # money given back
+        amount, currency = -payment.result.amount, payment.result.currency
     else:
         obj = payment.event["data"]["object"]
         amount = obj.get("amount_total", obj.get("amount_paid")) or 0
@@ -311,12 +396,18 @@ def _summary(payments: list[Payment], todo: list[Payment]) -> str:
 
 
 def _issued(todo: list[Payment]) -> str:
-    numbers = [p.number for p in todo if p.number is not None]
+    issued = _count(todo, SaleDraft, "invoiced")
+    credited = [p for p in todo if isinstance(p.result, RefundDraft)]
+    return issued + (f", {_count(credited, RefundDraft, 'credited')}" if credited else "")
+
+
+def _count(todo: list[Payment], kind: type, verb: str) -> str:
+    numbers = [p.number for p in todo if p.number is not None and isinstance(p.result, kind)]
     if not numbers:
-        return "0 invoiced"
+        return f"0 {verb}"
     if len(numbers) == 1:
-        return f"1 invoiced ({numbers[0]})"
-    return f"{len(numbers)} invoiced ({numbers[0]} to {numbers[-1]})"
+        return f"1 {verb} ({numbers[0]})"
+    return f"{len(numbers)} {verb} ({numbers[0]} to {numbers[-1]})"
 
 
 def _flat(exc: Exception) -> str:

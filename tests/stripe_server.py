@@ -29,6 +29,7 @@ class StripeServer:
         self.page_size = page_size
         self.sessions: list[dict[str, Any]] = []
         self.invoices: list[dict[str, Any]] = []
+        self.refunds: list[dict[str, Any]] = []
         self.line_items: dict[str, list[dict[str, Any]]] = {}  # session id → line items
         self.requests: list[str] = []
         # Answer 500 to the requests this says yes to (path with its query string).
@@ -65,6 +66,17 @@ class StripeServer:
         expand = {value for key, value in query.items() if key.startswith("expand[")}
         if url.path == "/v1/checkout/sessions":
             return 200, self._page(url.path, self._filtered(self.sessions, query), query)
+        if url.path == "/v1/refunds":
+            return 200, self._page(url.path, self._filtered(self.refunds, query), query)
+        if url.path == "/v1/invoice_payments":
+            pi = query.get("payment[payment_intent]")
+            paid = [
+                {"id": f"inpay_{inv['id']}", "object": "invoice_payment", "invoice": inv["id"]}
+                for inv in self.invoices
+                for payment in (inv.get("payments") or {}).get("data") or []
+                if payment["payment"].get("payment_intent") == pi
+            ]
+            return 200, self._page(url.path, paid, query)
         if url.path == "/v1/invoices":
             page = self._page(url.path, self._filtered(self.invoices, query), query)
             page["data"] = [self._as_listed(inv, "data.payments" in expand) for inv in page["data"]]
@@ -83,6 +95,8 @@ class StripeServer:
         for obj in objects:
             created = int(obj["created"])
             if "status" in query and obj.get("status") != query["status"]:
+                continue
+            if "payment_intent" in query and obj.get("payment_intent") != query["payment_intent"]:
                 continue
             if "created[gte]" in query and created < int(query["created[gte]"]):
                 continue

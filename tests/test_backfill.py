@@ -453,3 +453,61 @@ def test_through_the_command_line(
     assert "Léa Martin <lea@example.org>" in out and "Dry run: 4 to invoice" in out
     assert main(["backfill", "--since", "2026-03-01", "--until", "2026-03-31"]) == 0
     assert "4 invoiced" in capsys.readouterr().out
+
+
+def refund(n: str, when: str, payment_intent: str, amount: int, status: str = "succeeded") -> Any:
+    return {
+        "id": f"re_bf_{n}",
+        "object": "refund",
+        "amount": amount,
+        "currency": "eur",
+        "status": status,
+        "payment_intent": payment_intent,
+        "created": ts(when),
+    }
+
+
+def test_refunds_of_the_period_become_credit_notes(
+    settings: Settings, rt: Runtime, stripe: StripeServer
+) -> None:
+    """A sale refunded before invoicehook was set up gets its invoice and its credit note."""
+    stripe.refunds = [
+        refund("lea", "2026-03-10 12:00", "pi_test_1", 5000),
+        refund("noe", "2026-03-09 09:00", "pi_in_1", 3500),
+        refund("january", "2026-03-11 09:00", "pi_sold_in_january", 2000),
+        refund("pending", "2026-03-12 09:00", "pi_test_2", 1000, status="pending"),
+    ]
+    code, lines = backfill(settings, dry_run=True)
+    assert code == 0
+    lea = line_of(lines, "re_bf_lea")
+    assert lea.startswith("2026-03-10 12:00") and "Léa Martin <lea@example.org>" in lea
+    assert "-50,00\xa0€" in lea and lea.endswith("  credit note")
+    assert "skip: its sale (pi_sold_in_january) is not invoiced here" in line_of(
+        lines, "re_bf_january"
+    )
+    assert "re_bf_pending" not in "\n".join(lines)
+
+    code, lines = backfill(settings)
+    assert code == 0
+    assert line_of(lines, "re_bf_noe").endswith("credited AV2026-000001")
+    assert line_of(lines, "re_bf_lea").endswith("credited AV2026-000002")
+    assert "4 invoiced (F2026-000001 to F2026-000004), 2 credited (AV2026-000001 to" in lines[-1]
+
+    Worker(rt).drain()
+    with rt.engine.connect() as conn:
+        notes = conn.execute(
+            select(invoices.c.number, invoices.c.total, invoices.c.credited_number)
+            .where(invoices.c.kind == "credit_note")
+            .order_by(invoices.c.seq)
+        ).all()
+        noe = conn.execute(
+            select(invoices.c.number).where(invoices.c.payment_reference == "pi_in_1")
+        ).scalar_one()
+    assert [(n.number, n.total) for n in notes] == [
+        ("AV2026-000001", -3500),
+        ("AV2026-000002", -5000),
+    ]
+    assert notes[0].credited_number == noe
+
+    code, lines = backfill(settings)
+    assert "skip: already credited (AV2026-000002)" in line_of(lines, "re_bf_lea")
