@@ -62,8 +62,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
     from invoicing.intake import replay
     from invoicing.runtime import build_runtime
+    from invoicing.store import jobs
     from invoicing.worker import Worker
 
     rt = build_runtime(_settings())
@@ -75,7 +78,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
     print(f"{args.event_id}: {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else ""))
     ran = Worker(rt).drain()
     print(f"ran {ran} job(s)")
-    return 0
+    if outcome.sale_id is None:
+        return 0
+    with rt.engine.connect() as conn:
+        failed = conn.execute(
+            select(jobs.c.kind, jobs.c.state, jobs.c.last_error).where(
+                jobs.c.sale_id == outcome.sale_id,
+                jobs.c.state.in_(("dead", "pending")),
+                jobs.c.last_error.is_not(None),
+            )
+        ).all()
+    for job in failed:
+        reason = job.last_error.splitlines()[0]
+        later = "is a dead letter again" if job.state == "dead" else "failed and will be retried"
+        print(f"invoicehook replay: the {job.kind} job {later}: {reason}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_resend(args: argparse.Namespace) -> int:

@@ -513,3 +513,25 @@ def test_credit_note_is_emailed_after_its_invoice(
         "AV2026-000001",
         "AV2026-000002",
     ]
+
+
+def test_replay_says_when_the_job_fails_again(
+    runtime: Runtime,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`invoicehook replay` of a refund whose sale is still missing fails, and says why."""
+    event = refund_event(1, 5000)
+    sell(runtime, event)
+    Worker(runtime).drain()
+    cli_env(runtime, monkeypatch, tmp_path)
+
+    assert main(["replay", event["id"]]) == 1
+    err = said(capsys).err
+    assert "the invoice job failed and will be retried" in err
+    assert "no sale of payment pi_test_1 has been received" in err
+
+    invoiced(runtime)  # the sale arrives (or is backfilled): the replay now goes through
+    assert main(["replay", event["id"]]) == 0
+    assert [n.number for n in credit_notes(runtime)] == ["AV2026-000001"]
