@@ -147,7 +147,9 @@ def _buyer(
             vat = str(tax_id["value"])
             break
     return {
-        "name": str(name or business or email or "").strip(),
+        # No name is no name: the PDF then heads the buyer with the email, and the email
+        # says "Bonjour," rather than "Bonjour lea@example.org,".
+        "name": str(name or business or "").strip(),
         "email": str(email or "").strip(),
         "address": lines,
         "country": country,

@@ -104,7 +104,8 @@ class InvoiceRenderer:
             {"label": t["number"], "value": invoice.number},
             {"label": t["issue_date"], "value": format_date(issued, lang)},
         ]
-        if invoice.sale_date != issued:
+        # A credit note says when the money went back in its payment line, below.
+        if invoice.sale_date != issued and invoice.kind == "invoice":
             meta.append({"label": t["sale_date"], "value": format_date(invoice.sale_date, lang)})
         if invoice.kind == "credit_note":
             meta.append({"label": t["credited_invoice"], "value": _credited(invoice, t, lang)})
@@ -119,7 +120,9 @@ class InvoiceRenderer:
         buyer_lines += [*buyer.address, _country_name(buyer.country, lang)]
         if buyer.vat_number:
             buyer_lines.append(pair(t["vat_number"], buyer.vat_number))
-        buyer_lines.append(buyer.email)
+        heading = buyer.business_name or buyer.name or buyer.email
+        if buyer.email != heading:
+            buyer_lines.append(buyer.email)
 
         taxed = regime in TAXED_REGIMES
         header = [t["description"], t["quantity"], t["unit_price"]]
@@ -140,7 +143,7 @@ class InvoiceRenderer:
             "seller": {"name": seller_name, "lines": [s for s in seller_lines if s]},
             "buyer_label": t["bill_to"],
             "buyer": {
-                "name": buyer.business_name or buyer.name,
+                "name": heading,
                 "lines": [s for s in buyer_lines if s],
             },
             "table": {"header": header, "rows": rows},

@@ -57,7 +57,11 @@ def format_date(d: date | datetime, language: str) -> str:
     """25 November 2026 → "25 novembre 2026" in French, "November 25, 2026" in English."""
     if isinstance(d, datetime):
         d = d.date()
-    return babel_format_date(d, format="long", locale=language)
+    text = babel_format_date(d, format="long", locale=language)
+    # French writes the first of the month as an ordinal: "1er octobre 2026".
+    if language == "fr" and d.day == 1 and text.startswith("1 "):
+        text = "1er" + text[1:]
+    return str(text)
 
 
 def parse_amount(text: str, currency: str) -> int:

@@ -541,7 +541,7 @@ def test_subscription_line_shows_its_period(renderer: InvoiceRenderer) -> None:
         COURSE, description="Abonnement Atelier", period=(date(2026, 11, 1), date(2026, 12, 1))
     )
     text = render_text(renderer, make_invoice(lines=(line,)))
-    assert "Abonnement Atelier Période du 1 novembre 2026 au 1 décembre 2026" in text
+    assert "Abonnement Atelier Période du 1er novembre 2026 au 1er décembre 2026" in text
     text = render_text(renderer, make_invoice(lines=(line,), language="en"))
     assert "Period: November 1, 2026 to December 1, 2026" in text
 
@@ -584,3 +584,10 @@ def test_storage_key_files_by_month_of_issue() -> None:
     """Stored PDFs are filed under the year and month the invoice was issued."""
     invoice = make_invoice(issued_at=datetime(2026, 1, 31, 23, 59, tzinfo=UTC))
     assert storage_key(invoice) == "2026/01/F2026-000123_marc-petit.pdf"
+
+
+def test_buyer_without_a_name_is_headed_by_their_email(renderer: InvoiceRenderer) -> None:
+    """Stripe gave only an email: it heads the buyer block, once."""
+    text = render_text(renderer, make_invoice(buyer=replace(CONSUMER, name="")))
+    assert text.count(CONSUMER.email) == 1
+    assert f"CLIENT {CONSUMER.email}" in text.replace("Client", "CLIENT")

@@ -86,4 +86,6 @@ def test_format_date() -> None:
     """Dates are written out in full, in the invoice's language."""
     assert format_date(date(2026, 11, 25), "fr") == "25 novembre 2026"
     assert format_date(date(2026, 11, 25), "en") == "November 25, 2026"
-    assert norm(format_date(datetime(2027, 1, 1, 8, 0, tzinfo=UTC), "fr")) == "1 janvier 2027"
+    assert norm(format_date(datetime(2027, 1, 1, 8, 0, tzinfo=UTC), "fr")) == "1er janvier 2027"
+    assert format_date(date(2027, 1, 1), "en") == "January 1, 2027"
+    assert format_date(date(2027, 1, 11), "fr") == "11 janvier 2027"
