@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
-from datetime import UTC
+from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import parseaddr
@@ -48,6 +48,7 @@ def build_invoice_message(
     sender: str,
     subject: str | None,
     templates_dir: Path,
+    copy: int = 0,
 ) -> EmailMessage:
     """The message for ``invoice``: multipart/mixed of (text/plain, text/html) and the PDF."""
     language = _language(invoice.language)
@@ -80,8 +81,13 @@ def build_invoice_message(
         # The sender is often a no-reply or a relay address; replies belong to the seller.
         msg["Reply-To"] = Address(_one_line(seller_display), addr_spec=_addr_spec(seller.email))
     issued_at = invoice.issued_at
-    msg["Date"] = issued_at if issued_at.tzinfo else issued_at.replace(tzinfo=UTC)
-    msg["Message-ID"] = message_id(number, sender)
+    if copy:  # a resend: sent now, a new message that threads with the first
+        msg["Date"] = datetime.now(UTC)
+        msg["Message-ID"] = message_id(number, sender, copy)
+        msg["References"] = message_id(number, sender)
+    else:  # every try of the first send is the same message, byte for byte
+        msg["Date"] = issued_at if issued_at.tzinfo else issued_at.replace(tzinfo=UTC)
+        msg["Message-ID"] = message_id(number, sender)
     # RFC 3834: keeps vacation auto-replies from answering an automatic message.
     msg["Auto-Submitted"] = "auto-generated"
 
@@ -139,12 +145,14 @@ def build_invoice_message(
     return msg
 
 
-def message_id(number: str, sender: str) -> str:
-    """The same Message-ID every time one invoice is sent from one address.
+def message_id(number: str, sender: str, copy: int = 0) -> str:
+    """The same Message-ID every time one invoice's email is tried from one address.
 
-    A resend is thereby recognisably the same invoice (mail clients thread or merge it).
-    The short digest of the sender address keeps two sellers on a shared domain (gmail.com)
-    with the same invoice number from colliding.
+    A retried send is thereby the same message (a receiver that got it already drops the
+    copy). A resend asked for by the seller (``copy`` ≥ 1) is a new message: Gmail
+    silently drops a second message with a Message-ID it has seen, so the resend would
+    never arrive. The short digest of the sender address keeps two sellers on a shared
+    domain (gmail.com) with the same invoice number from colliding.
     """
     addr = _addr_spec(sender).lower()
     domain = addr.rpartition("@")[2] or "invoicehook.invalid"
@@ -154,7 +162,8 @@ def message_id(number: str, sender: str) -> str:
         domain = "invoicehook.invalid"
     left = re.sub(r"[^A-Za-z0-9+_/-]", "-", number) or "invoice"
     digest = hashlib.sha256(addr.encode()).hexdigest()[:8]
-    return f"<{left}.{digest}@{domain}>"
+    copy_part = f".{copy}" if copy else ""
+    return f"<{left}{copy_part}.{digest}@{domain}>"
 
 
 def render_subject(template: str, *, number: str, seller: str, amount: str) -> str:

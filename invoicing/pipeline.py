@@ -328,6 +328,8 @@ def send_email(rt: Runtime, row: Row[Any], *, again: bool = False, pdf: bytes | 
         sender=rt.settings.email.sender,
         subject=rt.settings.email.subject,
         templates_dir=rt.settings.templates_dir,
+        # A resend after one that arrived is a new message (see message.message_id).
+        copy=row.email_count if again else 0,
     )
     where = rt.mailer.send(message)
     with write(rt.engine) as conn:

@@ -224,10 +224,14 @@ def test_bad_subject_template_is_a_settings_error() -> None:
 
 
 def test_message_id_is_deterministic_per_invoice_and_sender() -> None:
-    """A resend carries the same Message-ID; another invoice or sender gets another one."""
+    """Every try of one send carries the same Message-ID; another invoice or sender gets
+    another one, and so does a resend, which refers to the first."""
     first = parsed(build())["Message-ID"]
 
     assert first == parsed(build())["Message-ID"]
+    resent = parsed(build(copy=1))
+    assert resent["Message-ID"] not in (first, parsed(build(copy=2))["Message-ID"])
+    assert resent["References"] == first
     assert first.endswith("@atelier-martin.fr>") and first.startswith("<F2026-000123.")
     assert first != parsed(build(make_invoice(number="F2026-000124")))["Message-ID"]
     assert first != message_id("F2026-000123", "other@atelier-martin.fr")
