@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 from invoicing.settings import Settings
 
+EXAMPLE_SELLER = ("123456789", "zoe@example.com")  # invoicehook.example.toml's
+
 
 def _database(settings: Settings) -> str:
     from sqlalchemy import text
@@ -47,9 +49,25 @@ def _typst(settings: Settings) -> str:
     return "templates and fonts found"
 
 
+def _settings(settings: Settings) -> str:
+    verdict = f"ok ({settings.config_path or 'given'})"
+    seller = settings.seller
+    if (seller.siren, seller.email) == EXAMPLE_SELLER:
+        # The example's made-up SIREN on a real invoice would be a false document.
+        verdict += (
+            f"; WARNING: the seller is still the example's (SIREN {seller.siren}, "
+            f"{seller.email}): put yours in [seller] of invoicehook.toml"
+        )
+    return verdict
+
+
 def _stripe(settings: Settings) -> str:
     if settings.stripe_webhook_secret is None:
-        return "not set: STRIPE_WEBHOOK_SECRET is needed for /webhooks/stripe"
+        if settings.zapier_token is None:
+            raise RuntimeError(
+                "neither STRIPE_WEBHOOK_SECRET nor ZAPIER_TOKEN is set: no sale can come in"
+            )
+        return "not set (sales come through Zapier): STRIPE_WEBHOOK_SECRET for /webhooks/stripe"
     if settings.stripe_api_key is None:
         return "webhook secret set (no STRIPE_API_KEY: one line per invoice unless sent)"
     from integrations.stripe_api import StripeApi
@@ -71,7 +89,7 @@ def _ledger(settings: Settings) -> str:
 
 def run_checks(settings: Settings) -> int:
     checks: list[tuple[str, Callable[[Settings], str]]] = [
-        ("settings", lambda s: f"ok ({s.config_path or 'given'})"),
+        ("settings", _settings),
         ("database", _database),
         ("storage", _storage),
         ("email", _email),

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT, Inbox, Service, checkout_event, free_port, post_event
 from tests.test_end_to_end import db_rows, wait_until
 
@@ -188,3 +190,26 @@ def test_work_command_runs_the_queue_on_its_own(
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
+
+
+def test_check_warns_of_the_example_seller_and_of_no_way_in(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The example's made-up SIREN is called out; no webhook secret and no token is a FAIL."""
+    from invoicing.checks import run_checks
+    from invoicing.settings import load_settings
+
+    env = {
+        "INVOICEHOOK_CONFIG": str(ROOT / "invoicehook.example.toml"),
+        "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite",
+        "STORAGE_URL": f"file://{tmp_path}/invoices",
+        "EMAIL_URL": f"file://{tmp_path}/outbox",
+    }
+    assert run_checks(load_settings(env)) == 1
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "WARNING: the seller is still the example's (SIREN 123456789" in lines["settings"]
+    assert lines["stripe"].split()[1] == "FAIL"
+    assert "no sale can come in" in lines["stripe"]
+
+    assert run_checks(load_settings({**env, "ZAPIER_TOKEN": "t0ken"})) == 0
+    assert "sales come through Zapier" in capsys.readouterr().out
