@@ -122,6 +122,41 @@ def _url(env: Mapping[str, str], key: str, default: str, schemes: tuple[str, ...
     return value
 
 
+# Every key the config file may hold: a misspelt one ("langage") is an error, not a
+# setting silently left at its default.
+KNOWN_KEYS: dict[str, tuple[str, ...]] = {
+    "seller": ("name", "address", "country", "siren", "email", "vat_number", "legal_form"),
+    "invoice": ("language", "number_pattern", "number_reset", "credit_note_pattern", "timezone"),
+    "vat": ("regime",),
+    "email": ("from", "subject"),
+    "ledger": ("tab",),
+    "zapier": ("fields", "currency"),
+}
+
+
+def _check_keys(data: Mapping[str, Any]) -> None:
+    from difflib import get_close_matches
+
+    for section, table in data.items():
+        if section not in KNOWN_KEYS:
+            near = get_close_matches(section, KNOWN_KEYS, n=1)
+            hint = f" (did you mean [{near[0]}]?)" if near else ""
+            raise SettingsError(
+                f"[{section}] in the config: not a section invoicehook reads{hint}; "
+                f"expected {', '.join(f'[{name}]' for name in KNOWN_KEYS)}"
+            )
+        if not isinstance(table, Mapping):
+            continue  # _table says so, with the section's name
+        for key in table:
+            if key not in KNOWN_KEYS[section]:
+                near = get_close_matches(key, KNOWN_KEYS[section], n=1)
+                hint = f" (did you mean {near[0]}?)" if near else ""
+                raise SettingsError(
+                    f"{section}.{key} in the config: not a setting invoicehook reads{hint}; "
+                    f"[{section}] takes {', '.join(KNOWN_KEYS[section])}"
+                )
+
+
 def _table(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     value = data.get(name, {})
     if not isinstance(value, Mapping):
@@ -285,6 +320,7 @@ def load_settings(env: Mapping[str, str], config: Mapping[str, Any] | None = Non
     """Build the settings from an environment mapping and (optionally) an already-read config."""
     path = config_path(env)
     data = load_config(path) if config is None else config
+    _check_keys(data)
     inv = _table(data, "invoice")
     options = InvoiceOptions(
         language=_choice(inv, "invoice", "language", "fr", LANGUAGES),

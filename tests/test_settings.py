@@ -134,3 +134,19 @@ def test_monthly_series_get_monthly_credit_notes(tmp_path: Path) -> None:
     invoice = {"number_pattern": "{year}-{month}-{seq:03}", "number_reset": "monthly"}
     settings = load_settings(env_for(tmp_path, invoice=invoice))
     assert settings.invoice.credit_note_pattern == "AV{year}-{month}-{seq:04}"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"invoice": {"langage": "en"}}, "invoice.langage in the config: not a setting"),
+        ({"invoice": {"langage": "en"}}, "(did you mean language?)"),
+        ({"seler": {"name": "Zoé"}}, "[seler] in the config: not a section"),
+        ({"seler": {"name": "Zoé"}}, "(did you mean [seller]?)"),
+    ],
+)
+def test_a_misspelt_key_is_an_error(tmp_path: Path, overrides: dict, message: str) -> None:  # type: ignore[type-arg]
+    """A typo in invoicehook.toml is named, not silently left at its default."""
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env_for(tmp_path, **overrides))
+    assert message in str(caught.value)
