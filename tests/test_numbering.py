@@ -93,4 +93,4 @@ def test_new_year_in_paris_starts_the_new_series(tmp_path: Path) -> None:
     assert (row.number, row.series) == ("F2027-000001", "invoice:2027")
     invoice, _ = to_document(row)
     assert storage_key(invoice).startswith("2027/01/")
-    assert "1 janvier 2027" in pdf_text(rt.storage.get(row.pdf_key))
+    assert "1er janvier 2027" in pdf_text(rt.storage.get(row.pdf_key))
