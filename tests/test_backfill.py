@@ -175,10 +175,10 @@ def stripe() -> Iterator[StripeServer]:
 
 
 @pytest.fixture
-def env(tmp_path: Path, stripe: StripeServer) -> dict[str, str]:
+def env(tmp_path: Path, stripe: StripeServer, database_url: str) -> dict[str, str]:
     return {
         "INVOICEHOOK_CONFIG": str(write_config(tmp_path)),
-        "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite",
+        "DATABASE_URL": database_url,  # SQLite, and PostgreSQL when TEST_DATABASE_URL is set
         "STORAGE_URL": f"file://{tmp_path}/invoices",
         "EMAIL_URL": f"file://{tmp_path}/outbox",
         "STRIPE_API_KEY": API_KEY,
