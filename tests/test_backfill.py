@@ -511,3 +511,20 @@ def test_refunds_of_the_period_become_credit_notes(
 
     code, lines = backfill(settings)
     assert "skip: already credited (AV2026-000002)" in line_of(lines, "re_bf_lea")
+
+
+def test_two_runs_at_once_invoice_each_sale_once(settings: Settings, rt: Runtime) -> None:
+    """Two backfills at the same time (or one beside the service's webhooks): one invoice each."""
+    import threading
+
+    results: list[tuple[int, list[str]]] = []
+    runs = [threading.Thread(target=lambda: results.append(backfill(settings))) for _ in range(2)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join()
+    assert [code for code, _ in results] == [0, 0]
+    with rt.engine.connect() as conn:
+        issued = conn.execute(select(sales.c.payment_key, invoices.c.number).join(invoices)).all()
+    assert sorted(key for key, _ in issued) == sorted(PAID_ORDER)
+    assert sorted(n for _, n in issued) == [f"F2026-00000{k}" for k in range(1, 5)]
