@@ -184,10 +184,14 @@ def issue(rt: Runtime, sale: Row[Any], lines: list[dict[str, Any]]) -> Row[Any] 
     None when the sale became a duplicate meanwhile (its owning session arrived)."""
     settings = rt.settings
     with write(rt.engine) as conn:
+        # The sale's row first: a backfill and the worker issuing the same sale take turns
+        # (PostgreSQL; SQLite has one writer), and the second finds the first's invoice.
+        status = conn.execute(
+            select(sales.c.status).where(sales.c.id == sale.id).with_for_update()
+        ).scalar()
         existing = conn.execute(select(invoices).where(invoices.c.sale_id == sale.id)).first()
         if existing is not None:  # a lease ran out while the first worker was issuing it
             return existing
-        status = conn.execute(select(sales.c.status).where(sales.c.id == sale.id)).scalar()
         if status != "pending":
             return None
         issue_document(

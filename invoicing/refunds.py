@@ -27,7 +27,7 @@ from invoicing.errors import PermanentError, TransientError
 from invoicing.numbering import issue_document
 from invoicing.queue import Postponed, enqueue
 from invoicing.runtime import Runtime
-from invoicing.store import invoices, sales, write
+from invoicing.store import invoices, jobs, sales, write
 
 LEDGER_JOB = "ledger"
 WAIT_FOR_INVOICE_SECONDS = 30.0
@@ -49,15 +49,23 @@ def credit_in(conn: Connection, rt: Runtime, refund_id: int) -> Row[Any] | None:
     """``issue_credit_note`` inside the caller's write transaction (``refund-note`` records
     the refund and numbers its credit note in one)."""
     settings = rt.settings
+    # The refund's row first: a backfill and the worker handling the same refund take turns
+    # (PostgreSQL), and the second sees what the first did.
+    refund = conn.execute(select(sales).where(sales.c.id == refund_id).with_for_update()).first()
     existing = conn.execute(select(invoices).where(invoices.c.sale_id == refund_id)).first()
     if existing is not None:
         return existing
-    refund = conn.execute(select(sales).where(sales.c.id == refund_id)).first()
     if refund is None or refund.status != "pending":
         return None
     sale = _refunded_sale(conn, refund)
     original = lock_invoice(conn, sale.id)
     if original is None:
+        if _job_is_dead(conn, sale.id):
+            # Waiting would be forever, and silent: fail, so it shows as a dead letter too.
+            raise TransientError(
+                f"refund {refund.payment_key}: sale {sale.id} is not invoiced and its job is a "
+                "dead letter; replay that sale's event first, then this one"
+            )
         raise Postponed(WAIT_FOR_INVOICE_SECONDS, f"sale {sale.id} is not invoiced yet")
     if refund.currency != original.currency:
         raise PermanentError(
@@ -69,7 +77,9 @@ def credit_in(conn: Connection, rt: Runtime, refund_id: int) -> Row[Any] | None:
     due = min(_known_refunded(conn, sale.id, refund), original.total) - credited
     if due <= 0:
         conn.execute(
-            update(sales).where(sales.c.id == refund.id).values(status="covered", refund_of=sale.id)
+            update(sales)
+            .where(sales.c.id == refund.id, sales.c.status == "pending")
+            .values(status="covered", refund_of=sale.id)
         )
         return None
     issue_document(
@@ -98,6 +108,15 @@ def credit_in(conn: Connection, rt: Runtime, refund_id: int) -> Row[Any] | None:
     if settings.ledger_sheet is not None:
         enqueue(conn, LEDGER_JOB, refund.id)
     return conn.execute(select(invoices).where(invoices.c.sale_id == refund.id)).first()
+
+
+def _job_is_dead(conn: Connection, sale_id: int) -> bool:
+    state = conn.execute(
+        select(jobs.c.state)
+        .where(jobs.c.sale_id == sale_id, jobs.c.kind == "invoice")
+        .order_by(jobs.c.id.desc())
+    ).scalar()
+    return state == "dead"
 
 
 def lock_invoice(conn: Connection, sale_id: int) -> Row[Any] | None:

@@ -535,3 +535,96 @@ def test_replay_says_when_the_job_fails_again(
     invoiced(runtime)  # the sale arrives (or is backfilled): the replay now goes through
     assert main(["replay", event["id"]]) == 0
     assert [n.number for n in credit_notes(runtime)] == ["AV2026-000001"]
+
+
+# -- backfill beside the worker: the same sale or refund handled twice at once ------------
+
+
+def at_once(monkeypatch: pytest.MonkeyPatch, module: Any, name: str, *runs: Any) -> list[Any]:
+    """Run ``runs`` in threads that all pass ``module.name`` (a step taken just before the
+    write transaction) together, so their transactions start at the same moment."""
+    barrier = threading.Barrier(len(runs))
+    real = getattr(module, name)
+
+    def together(*args: Any, **kwargs: Any) -> Any:
+        result = real(*args, **kwargs)
+        barrier.wait(10)
+        return result
+
+    monkeypatch.setattr(module, name, together)
+    results: list[Any] = [None] * len(runs)
+
+    def run(i: int) -> None:
+        try:
+            results[i] = runs[i]()
+        except BaseException as exc:  # noqa: BLE001
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(runs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_same_refund_credited_by_backfill_and_worker_at_once(
+    runtime: Runtime,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One credit note, rendered and emailed by the job; the refund is never marked covered."""
+    from invoicing import refunds
+    from invoicing.pipeline import issue_now
+
+    invoiced(runtime)
+    refund_id = sell(runtime, refund_event(1, 5000))
+    results = at_once(
+        monkeypatch,
+        refunds,
+        "_link_through_stripe",
+        lambda: issue_now(runtime, refund_id),
+        lambda: Worker(runtime).run_once(),
+    )
+    assert not [r for r in results if isinstance(r, BaseException)], results
+    Worker(runtime).drain()
+    (note,) = credit_notes(runtime)
+    with runtime.engine.connect() as conn:
+        status = conn.execute(select(sales.c.status).where(sales.c.id == refund_id)).scalar()
+    assert status == "invoiced"
+    assert note.stored_at is not None and note.email_status == "sent"
+
+
+def test_same_sale_issued_by_backfill_and_worker_at_once(
+    runtime: Runtime,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No unique-constraint traceback: the second finds the first's invoice."""
+    from invoicing import pipeline
+    from invoicing.pipeline import issue_now
+
+    sale_id = sell(runtime, checkout_event(1))
+    results = at_once(
+        monkeypatch,
+        pipeline,
+        "_lines",
+        lambda: issue_now(runtime, sale_id),
+        lambda: issue_now(runtime, sale_id),
+    )
+    assert not [r for r in results if isinstance(r, BaseException)], results
+    assert results[0].number == results[1].number == "F2026-000001"
+
+
+def test_refund_of_a_sale_whose_job_is_dead_fails_rather_than_waits(
+    runtime: Runtime,  # noqa: F811
+) -> None:
+    """Waiting on a dead letter would be forever and silent: the refund fails and says why."""
+    sale_id = sell(runtime, checkout_event(1))
+    with write(runtime.engine) as conn:
+        conn.execute(update(jobs).where(jobs.c.sale_id == sale_id).values(state="dead"))
+    refund_id = sell(runtime, refund_event(1, 5000))
+    Worker(runtime).drain()
+    with runtime.engine.connect() as conn:
+        job = conn.execute(select(jobs).where(jobs.c.sale_id == refund_id)).one()
+    assert job.attempts == 1 and "its job is a dead letter; replay that sale's event first" in (
+        job.last_error
+    )
