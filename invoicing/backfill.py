@@ -29,10 +29,10 @@ from invoicing.errors import BadRequest, PermanentError, TransientError
 from invoicing.intake import record
 from invoicing.money import format_money
 from invoicing.pipeline import issue_now
-from invoicing.queue import Postponed
+from invoicing.queue import Postponed, revive
 from invoicing.runtime import Runtime, build_runtime
 from invoicing.settings import Settings
-from invoicing.store import invoices, sales
+from invoicing.store import invoices, sales, write
 
 PROG = "invoicehook backfill"
 SESSION_EVENT = "checkout.session.completed"
@@ -100,15 +100,15 @@ def run_backfill(
     try:
         try:
             payments = _fetch(rt, start, end, progress)
+            with rt.engine.connect() as conn:
+                for payment in payments:
+                    _check_known(conn, payment)
+                for payment in payments:  # may ask Stripe whose a refunded payment is
+                    _check_refunded_sale(rt, conn, payment, payments)
         except (TransientError, PermanentError) as exc:
             progress.clear()
             _error(f"{_flat(exc)}. Nothing was changed; running the same command again is safe.")
             return 1
-        with rt.engine.connect() as conn:
-            for payment in payments:
-                _check_known(conn, payment)
-            for payment in payments:
-                _check_refunded_sale(rt, conn, payment, payments)
         todo = [p for p in payments if p.skip is None]
         if dry_run:
             _print_table(out, payments, zone, settings.invoice.language, done=False)
@@ -294,6 +294,11 @@ def _invoice(rt: Runtime, todo: list[Payment], progress: Progress) -> None:
                 payment.skip = outcome.reason or outcome.status  # arrived meanwhile
                 continue
             payment.sale_id = outcome.sale_id
+        else:
+            # Recorded before (a webhook): its job may be a dead letter, and the PDF and the
+            # email this run promises are that job's to do.
+            with write(rt.engine) as conn:
+                revive(conn, payment.sale_id)
         refund = isinstance(payment.result, RefundDraft)
         try:
             row = issue_now(rt, payment.sale_id)

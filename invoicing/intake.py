@@ -300,18 +300,24 @@ def replay(engine: Engine, event_id: str) -> Outcome:
     result = to_sale(parse(raw.encode("utf-8")))
     if isinstance(result, Ignored):
         return Outcome("ignored", reason=result.reason)
+    # A charge.refunded that listed its refunds was recorded as those refunds.
+    drafts = result.parts if isinstance(result, RefundDraft) and result.parts else (result,)
+    keys = [draft.payment_key for draft in drafts]
     with write(engine) as conn:
-        sale_id = conn.execute(
-            select(sales.c.id).where(sales.c.payment_key == result.payment_key)
-        ).scalar()
-        if sale_id is None:
+        recorded = list(
+            conn.execute(
+                select(sales.c.id).where(sales.c.payment_key.in_(keys)).order_by(sales.c.id)
+            ).scalars()
+        )
+        if len(recorded) < len(keys):  # what it missed (all, or some of a charge's refunds)
             outcome = _record(conn, _STATEMENTS[is_postgres(conn)], event_id, result)
             conn.execute(
                 update(events)
                 .where(events.c.id == event_id)
                 .values(outcome=outcome.status, sale_id=outcome.sale_id, error=None)
             )
-            return outcome
-        revived = revive(conn, sale_id)
+            if not recorded:
+                return outcome
+        revived = sum(revive(conn, sale_id) for sale_id in recorded)
     reason = f"{revived} job(s) put back in the queue" if revived else "nothing left to do"
-    return Outcome("replayed", sale_id, reason)
+    return Outcome("replayed", recorded[0], reason)

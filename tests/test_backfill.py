@@ -528,3 +528,23 @@ def test_two_runs_at_once_invoice_each_sale_once(settings: Settings, rt: Runtime
         issued = conn.execute(select(sales.c.payment_key, invoices.c.number).join(invoices)).all()
     assert sorted(key for key, _ in issued) == sorted(PAID_ORDER)
     assert sorted(n for _, n in issued) == [f"F2026-00000{k}" for k in range(1, 5)]
+
+
+def test_a_recorded_sale_whose_job_died_is_numbered_and_sent(
+    settings: Settings, rt: Runtime, stripe: StripeServer
+) -> None:
+    """The webhook came, its job ran out of retries: backfill numbers it and revives the job."""
+    from sqlalchemy import update
+
+    (lea,) = [s for s in stripe.sessions if s["id"] == "cs_test_1"]
+    event = {"id": "evt_hook_1", "type": "checkout.session.completed", "data": {"object": lea}}
+    sell(rt, event)
+    with rt.engine.begin() as conn:
+        conn.execute(update(jobs).values(state="dead"))
+
+    code, lines = backfill(settings)
+    assert code == 0
+    assert line_of(lines, "cs_test_1").endswith("invoiced F2026-000001")
+    Worker(rt).drain()
+    outbox = Path(settings.email_url.removeprefix("file://"))
+    assert any(p.name.startswith("F2026-000001.") for p in outbox.glob("*.eml"))

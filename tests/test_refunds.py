@@ -628,3 +628,27 @@ def test_refund_of_a_sale_whose_job_is_dead_fails_rather_than_waits(
     assert job.attempts == 1 and "its job is a dead letter; replay that sale's event first" in (
         job.last_error
     )
+
+
+def test_replay_of_a_charge_that_listed_its_refunds(
+    runtime: Runtime,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Its refunds were recorded one by one: replaying the charge's event revives them."""
+    charge = charge_refunded(5000)
+    charge["data"]["object"]["refunds"] = {
+        "object": "list",
+        "has_more": False,
+        "data": [refund_event(1, 5000)["data"]["object"]],
+    }
+    assert deliver(runtime, charge) == "accepted"
+    Worker(runtime).drain()
+    with write(runtime.engine) as conn:  # its retries ran out before the sale came
+        conn.execute(update(jobs).values(state="dead"))
+    invoiced(runtime)
+    cli_env(runtime, monkeypatch, tmp_path)
+    assert main(["replay", charge["id"]]) == 0
+    assert "replayed (1 job(s) put back in the queue)" in said(capsys).out
+    assert [(n.payment_reference, n.total) for n in credit_notes(runtime)] == [("re_1", -5000)]
