@@ -246,16 +246,17 @@ def credit_amounts(original: Row[Any], amount: int, before: list[Row[Any]]) -> d
         credited + amount - cumulative_tax, [int(t["taxable"]) for t in rates]
     )
     cumulative_amounts = _split(cumulative_tax, [int(t["amount"]) for t in rates])
-    tax_lines = []
+    taxables, amounts = [], []
     for i, rate in enumerate(rates):
         earlier = [_same_rate(note.tax_lines, rate) for note in before]
-        tax_lines.append(
-            {
-                **rate,
-                "taxable": -(cumulative_taxable[i] + sum(int(t["taxable"]) for t in earlier)),
-                "amount": -(cumulative_amounts[i] + sum(int(t["amount"]) for t in earlier)),
-            }
+        taxables.append(cumulative_taxable[i] + sum(int(t["taxable"]) for t in earlier))
+        amounts.append(cumulative_amounts[i] + sum(int(t["amount"]) for t in earlier))
+    tax_lines = [
+        {**rate, "taxable": -taxable, "amount": -vat}
+        for rate, taxable, vat in zip(
+            rates, _no_reversal(taxables), _no_reversal(amounts), strict=True
         )
+    ]
     lines = list(original.lines)
     what = (
         str(lines[0]["description"])
@@ -279,6 +280,19 @@ def credit_amounts(original: Row[Any], amount: int, before: list[Row[Any]]) -> d
         ],
         "tax_lines": tax_lines,
     }
+
+
+def _no_reversal(parts: list[int]) -> list[int]:
+    """Per-rate amounts of one credit note, none below zero: a credit note never charges
+    VAT back on a rate. A cent that rounding on the running total would reverse is taken
+    from the largest rate instead; the sum does not change."""
+    parts = list(parts)
+    while parts and min(parts) < 0 <= sum(parts):
+        low = parts.index(min(parts))
+        high = parts.index(max(parts))
+        parts[low] += 1
+        parts[high] -= 1
+    return parts
 
 
 def _same_rate(tax_lines: list[dict[str, Any]], rate: dict[str, Any]) -> dict[str, Any]:

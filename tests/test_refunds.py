@@ -652,3 +652,53 @@ def test_replay_of_a_charge_that_listed_its_refunds(
     assert main(["replay", charge["id"]]) == 0
     assert "replayed (1 job(s) put back in the queue)" in said(capsys).out
     assert [(n.payment_reference, n.total) for n in credit_notes(runtime)] == [("re_1", -5000)]
+
+
+def test_partial_credit_notes_never_reverse_vat_and_add_up_per_rate() -> None:
+    """Random invoices of 1 to 3 rates credited in random pieces: every note gives VAT back
+    (never charges it) on every rate, and the pieces add up to the invoice, rate by rate."""
+    import random
+    from types import SimpleNamespace
+
+    from invoicing.refunds import credit_amounts
+
+    rng = random.Random(1)
+    for _ in range(20000):
+        rates = []
+        for rate in rng.sample(["20", "10", "5.5", "2.1"], rng.randint(1, 3)):
+            taxable = rng.randint(1, 50000)
+            rates.append(
+                {
+                    "rate": rate,
+                    "taxable": taxable,
+                    "amount": round(taxable * float(rate) / 100),
+                    "label": "TVA",
+                }
+            )
+        subtotal = sum(t["taxable"] for t in rates)
+        tax = sum(t["amount"] for t in rates)
+        original = SimpleNamespace(
+            total=subtotal + tax,
+            subtotal=subtotal,
+            tax=tax,
+            tax_lines=rates,
+            number="F1",
+            language="fr",
+            lines=[
+                {"description": "x", "quantity": 1, "unit_amount": subtotal, "amount": subtotal}
+            ],
+        )
+        before: list[Any] = []
+        left = original.total
+        while left:
+            amount = left if rng.random() < 0.3 else rng.randint(1, left)
+            note = credit_amounts(original, amount, before)
+            assert note["subtotal"] + note["tax"] == note["total"] == -amount
+            assert sum(t["amount"] for t in note["tax_lines"]) == note["tax"]
+            assert all(t["amount"] <= 0 and t["taxable"] <= 0 for t in note["tax_lines"])
+            before.append(SimpleNamespace(**note))
+            left -= amount
+        for rate in rates:
+            given = [e for n in before for e in n.tax_lines if e["rate"] == rate["rate"]]
+            assert -sum(e["amount"] for e in given) == rate["amount"]
+            assert -sum(e["taxable"] for e in given) == rate["taxable"]
