@@ -16,10 +16,7 @@ mailer but never sends) does not load it.
 from __future__ import annotations
 
 import base64
-import threading
-from contextlib import AbstractContextManager
 from email.message import EmailMessage
-from typing import Any
 from urllib.parse import unquote
 
 from google.auth import exceptions as auth_exceptions
@@ -27,16 +24,14 @@ from google.auth.credentials import Credentials
 
 from integrations.google_auth import (
     GMAIL_SEND,
-    build_client,
     describe,
-    google_errors,
     kind_of,
     load_credentials,
     read_info,
 )
+from integrations.google_client import DEFAULT_TIMEOUT, GoogleApiClient
 from invoicing.errors import PermanentError, SettingsError, TransientError
 
-DEFAULT_TIMEOUT = 30.0
 RATE_LIMIT_REASONS = ("rateLimitExceeded", "userRateLimitExceeded")
 SCOPE_REASONS = ("insufficientPermissions", "ACCESS_TOKEN_SCOPE_INSUFFICIENT")
 REMINT = (
@@ -46,9 +41,11 @@ REMINT = (
 )
 
 
-class GmailMailer:
+class GmailMailer(GoogleApiClient):
     """Sends as ``user_id`` ("me": the account that granted the token; else a Workspace user
-    a service account acts for). One API client per thread: httplib2 is not thread-safe."""
+    a service account acts for)."""
+
+    API = ("gmail", "v1")
 
     def __init__(
         self,
@@ -59,13 +56,10 @@ class GmailMailer:
         timeout: float = DEFAULT_TIMEOUT,
         delegation_client_id: str | None = None,
     ) -> None:
+        super().__init__(credentials, api_endpoint=api_endpoint, timeout=timeout)
         self.user_id = user_id
         # The numeric client id an admin enters under domain-wide delegation.
         self.delegation_client_id = delegation_client_id
-        self.credentials = credentials
-        self.api_endpoint = api_endpoint
-        self.timeout = timeout
-        self._local = threading.local()
 
     @classmethod
     def from_url(
@@ -139,31 +133,6 @@ class GmailMailer:
             raise PermanentError(self._scope_message())
         who = describe(self.credentials)
         return f"Gmail API, sending as {self.user_id}: token obtained ({who})"
-
-    def close(self) -> None:
-        """Drop this thread's client; other threads' go with their thread."""
-        self._local.__dict__.clear()
-
-    def _service(self) -> Any:
-        service = getattr(self._local, "service", None)
-        if service is None:
-            service = build_client(
-                "gmail",
-                "v1",
-                self.credentials,
-                timeout=self.timeout,
-                api_endpoint=self.api_endpoint,
-            )
-            self._local.service = service
-        return service
-
-    def _classified(self, stage: str) -> AbstractContextManager[None]:
-        return google_errors(
-            stage,
-            http_error=self._http_error,
-            refresh_error=self._refresh_error,
-            say=self._say,
-        )
 
     def _http_error(
         self, stage: str, status: int, reason: str, message: str

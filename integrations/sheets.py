@@ -14,11 +14,10 @@ whose message says what the seller must fix.
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
+from integrations.google_client import DEFAULT_TIMEOUT, GoogleApiClient
 from invoicing.errors import PermanentError, SettingsError, TransientError
 
 if TYPE_CHECKING:
@@ -28,7 +27,6 @@ if TYPE_CHECKING:
 # LEDGER_SHEET (sheet_id_of) but never writes to the Sheet.
 SPREADSHEETS = "https://www.googleapis.com/auth/spreadsheets"
 
-DEFAULT_TIMEOUT = 30.0
 _URL_ID = re.compile(r"/spreadsheets/d/([A-Za-z0-9_-]+)")
 _BARE_ID = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -62,8 +60,10 @@ def column_letter(number: int) -> str:
     return letters
 
 
-class LedgerSheet:
-    """One tab of one spreadsheet. One API client per thread: httplib2 is not thread-safe."""
+class LedgerSheet(GoogleApiClient):
+    """One tab of one spreadsheet."""
+
+    API = ("sheets", "v4")
 
     def __init__(
         self,
@@ -74,12 +74,9 @@ class LedgerSheet:
         api_endpoint: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
+        super().__init__(credentials, api_endpoint=api_endpoint, timeout=timeout)
         self.spreadsheet_id = spreadsheet_id
         self.tab = tab
-        self.credentials = credentials
-        self.api_endpoint = api_endpoint
-        self.timeout = timeout
-        self._local = threading.local()
 
     @classmethod
     def from_settings(
@@ -278,31 +275,6 @@ class LedgerSheet:
 
     def _values(self) -> Any:
         return self._service().spreadsheets().values()
-
-    def _service(self) -> Any:
-        service = getattr(self._local, "service", None)
-        if service is None:
-            from integrations.google_auth import build_client
-
-            service = build_client(
-                "sheets",
-                "v4",
-                self.credentials,
-                timeout=self.timeout,
-                api_endpoint=self.api_endpoint,
-            )
-            self._local.service = service
-        return service
-
-    def _classified(self, stage: str) -> AbstractContextManager[None]:
-        from integrations.google_auth import google_errors
-
-        return google_errors(
-            stage,
-            http_error=self._http_error,
-            refresh_error=self._refresh_error,
-            say=self._say,
-        )
 
     def _refresh_error(self, exc: Any) -> PermanentError | TransientError:
         text = str(exc.args[0]) if exc.args else str(exc)
