@@ -18,12 +18,10 @@ from sqlalchemy import select
 
 from invoicing.errors import InvoicehookError
 from invoicing.money import format_money, parse_amount
-from invoicing.queue import enqueue
+from invoicing.queue import INVOICE_JOB, enqueue
 from invoicing.refunds import already_credited, credit_in, lock_invoice
 from invoicing.runtime import Runtime
 from invoicing.store import as_utc, invoices, sales, utcnow, write
-
-INVOICE_JOB = "invoice"
 
 
 def refund_note(rt: Runtime, number: str, amount_text: str | None) -> tuple[Any, int]:

@@ -17,10 +17,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from integrations.stripe_events import Ignored, RefundDraft, SaleDraft
-from invoicing.queue import enqueue
+from invoicing.queue import INVOICE_JOB, enqueue
 from invoicing.store import events, is_postgres, sales, utcnow, write
 
-INVOICE_JOB = "invoice"
 CROSS_SOURCE_WINDOW = timedelta(minutes=10)
 # ...and paid about the same time: a Zap may send only the day, and a backfilled sale of
 # last spring recorded now is not today's Zapier order of the same amount.

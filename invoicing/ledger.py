@@ -39,7 +39,7 @@ from sqlalchemy.engine import Connection, Row
 from integrations.sheets import LedgerSheet, first_row_of
 from invoicing.errors import PermanentError, TransientError
 from invoicing.money import to_major
-from invoicing.pipeline import LEDGER_JOB as LEDGER_JOB
+from invoicing.queue import LEDGER_JOB as LEDGER_JOB
 from invoicing.queue import LeaseLost, Postponed
 from invoicing.runtime import Runtime
 from invoicing.store import as_utc, get_meta, invoices, is_postgres, meta, sales, utcnow, write

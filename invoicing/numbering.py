@@ -16,9 +16,10 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 
 from invoicing.model import seller_json
+from invoicing.queue import LEDGER_JOB, enqueue
 from invoicing.settings import InvoiceOptions, Settings
 from invoicing.store import allocations, as_utc, counters, invoices, is_postgres, utcnow
 
@@ -107,10 +108,12 @@ def issue_document(
     sale_date_of: datetime,
     worker: str,
     **values: Any,
-) -> Allocation:
+) -> Row[Any]:
     """Number a document and insert it, with what every document carries: its number, the
-    seller as they are today, the seller's time zone, the day of ``sale_date_of`` on it.
-    Call inside the transaction that makes the document; ``values`` are the rest."""
+    seller as they are today, the seller's time zone, the day of ``sale_date_of`` on it;
+    returns its row. Call inside the transaction that makes the document; ``values`` are
+    the rest. With a ledger Sheet, its row is queued in the same transaction: its own job,
+    so a Sheet outage never holds up the email (nor the reverse)."""
     allocation = allocate(
         conn, settings.invoice, kind=kind, sale_id=sale_id, payment_key=payment_key, worker=worker
     )
@@ -131,4 +134,8 @@ def issue_document(
             **values,
         )
     )
-    return allocation
+    if settings.ledger_sheet is not None:
+        enqueue(conn, LEDGER_JOB, sale_id)
+    row = conn.execute(select(invoices).where(invoices.c.sale_id == sale_id)).first()
+    assert row is not None
+    return row

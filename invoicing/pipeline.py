@@ -19,12 +19,11 @@ from sqlalchemy.engine import Row
 from invoicing.errors import PermanentError
 from invoicing.model import Buyer, Invoice, Line, Seller, TaxLine
 from invoicing.numbering import issue_document
-from invoicing.queue import Postponed, enqueue
+from invoicing.queue import INVOICE_JOB, LEDGER_JOB, Postponed, enqueue
 from invoicing.refunds import issue_credit_note
 from invoicing.runtime import Runtime
 from invoicing.store import as_utc, invoices, jobs, sales, utcnow, write
 
-LEDGER_JOB = "ledger"  # invoicing.ledger handles it
 INVOICE_EMAIL_WAIT_SECONDS = 20.0
 FALLBACK_LINE = {"fr": "Achat en ligne", "en": "Online purchase"}
 
@@ -73,7 +72,7 @@ def _invoice_email_on_its_way(rt: Runtime, number: str) -> bool:
             .where(
                 invoices.c.number == number,
                 invoices.c.email_status == "pending",
-                jobs.c.kind == "invoice",
+                jobs.c.kind == INVOICE_JOB,
                 jobs.c.state.in_(("pending", "running")),
             )
         ).first()
@@ -194,7 +193,7 @@ def issue(rt: Runtime, sale: Row[Any], lines: list[dict[str, Any]]) -> Row[Any] 
             return existing
         if status != "pending":
             return None
-        issue_document(
+        row = issue_document(
             conn,
             settings,
             kind="invoice",
@@ -214,11 +213,6 @@ def issue(rt: Runtime, sale: Row[Any], lines: list[dict[str, Any]]) -> Row[Any] 
             payment_reference=sale.payment_intent or sale.payment_key,
         )
         conn.execute(update(sales).where(sales.c.id == sale.id).values(status="invoiced"))
-        if settings.ledger_sheet is not None:
-            # Its own job, so a Sheet outage never holds up the email (nor the reverse).
-            enqueue(conn, LEDGER_JOB, sale.id)
-        row = conn.execute(select(invoices).where(invoices.c.sale_id == sale.id)).first()
-    assert row is not None
     return row
 
 

@@ -20,6 +20,10 @@ from sqlalchemy.engine import Connection
 
 from invoicing.store import as_utc, is_postgres, jobs, utcnow, write
 
+# The kinds of job the worker runs: a sale's (or refund's) documents, and the ledger Sheet.
+INVOICE_JOB = "invoice"
+LEDGER_JOB = "ledger"
+
 
 @dataclass(frozen=True)
 class Job:

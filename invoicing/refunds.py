@@ -25,11 +25,10 @@ from sqlalchemy.engine import Connection, Row
 
 from invoicing.errors import PermanentError, TransientError
 from invoicing.numbering import issue_document
-from invoicing.queue import Postponed, enqueue
+from invoicing.queue import INVOICE_JOB, Postponed
 from invoicing.runtime import Runtime
 from invoicing.store import invoices, jobs, sales, write
 
-LEDGER_JOB = "ledger"
 WAIT_FOR_INVOICE_SECONDS = 30.0
 PARTIAL = {"fr": "Remboursement partiel — {what}", "en": "Partial refund — {what}"}
 INVOICE_WORD = {"fr": "facture {number}", "en": "invoice {number}"}
@@ -82,7 +81,7 @@ def credit_in(conn: Connection, rt: Runtime, refund_id: int) -> Row[Any] | None:
             .values(status="covered", refund_of=sale.id)
         )
         return None
-    issue_document(
+    note = issue_document(
         conn,
         settings,
         kind="credit_note",
@@ -105,15 +104,13 @@ def credit_in(conn: Connection, rt: Runtime, refund_id: int) -> Row[Any] | None:
     conn.execute(
         update(sales).where(sales.c.id == refund.id).values(status="invoiced", refund_of=sale.id)
     )
-    if settings.ledger_sheet is not None:
-        enqueue(conn, LEDGER_JOB, refund.id)
-    return conn.execute(select(invoices).where(invoices.c.sale_id == refund.id)).first()
+    return note
 
 
 def _job_is_dead(conn: Connection, sale_id: int) -> bool:
     state = conn.execute(
         select(jobs.c.state)
-        .where(jobs.c.sale_id == sale_id, jobs.c.kind == "invoice")
+        .where(jobs.c.sale_id == sale_id, jobs.c.kind == INVOICE_JOB)
         .order_by(jobs.c.id.desc())
     ).scalar()
     return state == "dead"
