@@ -113,6 +113,7 @@ class RefundDraft:
     currency: str
     refunded_at: datetime
     source: str = "stripe"
+    refund_of: int | None = None  # the sale, when known from the start (a refund by hand)
     # A charge.refunded that lists its refunds (older API versions embed them) is recorded
     # as those refunds, one by one, so refund.created for any of them is the same record.
     parts: tuple[RefundDraft, ...] = ()

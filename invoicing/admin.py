@@ -16,12 +16,13 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
+from integrations.stripe_events import RefundDraft
 from invoicing.errors import InvoicehookError
+from invoicing.intake import record_refund
 from invoicing.money import format_money, parse_amount
-from invoicing.queue import INVOICE_JOB, enqueue
 from invoicing.refunds import already_credited, credit_in, lock_invoice
 from invoicing.runtime import Runtime
-from invoicing.store import as_utc, invoices, sales, utcnow, write
+from invoicing.store import as_utc, invoices, jobs, utcnow, write
 
 
 def refund_note(rt: Runtime, number: str, amount_text: str | None) -> tuple[Any, int]:
@@ -57,31 +58,19 @@ def refund_note(rt: Runtime, number: str, amount_text: str | None) -> tuple[Any,
                     f"--amount {money(amount)} is more than the {money(left)} left to credit on "
                     f"{number} (paid {money(original.total)}, already credited {money(credited)})"
                 )
-        now = utcnow()
-        refund_id = conn.execute(
-            sales.insert()
-            .values(
-                payment_key=f"manual/{number}/{uuid.uuid4().hex[:12]}",
-                payment_intent=None,
-                source="manual",
-                event_id="cli",
-                status="pending",
-                paid_at=now,
-                currency=original.currency,
-                subtotal=amount,
-                tax=0,
-                total=amount,
-                buyer={},
-                lines=None,
-                tax_lines=[],
-                created_at=now,
-                kind="refund",
-                refund_of=original.sale_id,
-                refund_basis="manual",
-            )
-            .returning(sales.c.id)
-        ).scalar_one()
-        job_id = enqueue(conn, INVOICE_JOB, refund_id, now)
+        draft = RefundDraft(
+            payment_key=f"manual/{number}/{uuid.uuid4().hex[:12]}",
+            basis="manual",
+            refunds_payment=original.payment_reference,
+            amount=amount,
+            currency=original.currency,
+            refunded_at=utcnow(),
+            source="manual",
+            refund_of=original.sale_id,
+        )
+        refund_id = record_refund(conn, "cli", draft).sale_id
+        assert refund_id is not None
+        job_id = conn.execute(select(jobs.c.id).where(jobs.c.sale_id == refund_id)).scalar_one()
         note = credit_in(conn, rt, refund_id)
         # Under the invoice's lock nothing can have changed since `left` was read.
         assert note is not None and -note.total == amount, "credit note does not match the refund"

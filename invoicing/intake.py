@@ -160,6 +160,11 @@ def _record(
     return _record_sale(conn, sql, event_id, result)
 
 
+def record_refund(conn: Connection, event_id: str, draft: RefundDraft) -> Outcome:
+    """Record a refund (and queue its job) inside the caller's write transaction."""
+    return _record_refund(conn, _STATEMENTS[is_postgres(conn)], event_id, draft)
+
+
 def _record_refund(
     conn: Connection, sql: _Statements, event_id: str, draft: RefundDraft
 ) -> Outcome:
@@ -192,7 +197,7 @@ def _record_refund(
                 "created_at": now,
                 "kind": "refund",
                 "refunds_payment": refund.refunds_payment,
-                "refund_of": None,
+                "refund_of": refund.refund_of,
                 "refund_basis": refund.basis,
             },
         ).scalar()
