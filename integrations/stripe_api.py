@@ -49,23 +49,24 @@ class StripeApi:
 
     def owner_of_payment_intent(self, payment_intent: str) -> str | None:
         """The Checkout Session or Stripe invoice that a PaymentIntent pays, if any."""
-        owners = self.owners_of_payment_intent(payment_intent)
-        return owners[0] if owners else None
+        return next(self.owners_of_payment_intent(payment_intent), None)
 
-    def owners_of_payment_intent(self, payment_intent: str) -> list[str]:
-        """The Checkout Sessions, then the Stripe invoices, that a PaymentIntent pays.
+    def owners_of_payment_intent(self, payment_intent: str) -> Iterator[str]:
+        """The Checkout Sessions, then the Stripe invoices, that a PaymentIntent pays; the
+        invoices are asked for only when the caller wants more than the sessions.
 
         Both may own one payment: a session with ``invoice_creation`` makes a Stripe invoice.
         Since API 2025-03-31 a PaymentIntent no longer names its invoice: invoices are found
         through the InvoicePayments that point at it."""
         try:
             sessions = self._client.v1.checkout.sessions.list({"payment_intent": payment_intent})
+            yield from (str(session.id) for session in sessions.data)
             payments = self._client.v1.invoice_payments.list(
                 {"payment": {"type": "payment_intent", "payment_intent": payment_intent}}
             )
+            yield from (str(payment.invoice) for payment in payments.data)
         except self._stripe.StripeError as exc:
             raise self._classify(exc) from exc
-        return [str(s.id) for s in sessions.data] + [str(p.invoice) for p in payments.data]
 
     def paid_checkout_sessions(self, start: datetime, end: datetime) -> Iterator[dict[str, Any]]:
         """Completed Checkout Sessions created in [start, end], newest first, all pages.
