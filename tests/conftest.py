@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -227,6 +228,19 @@ def smtp() -> Iterator[tuple[Inbox, str]]:
 # --- the service as a real process ----------------------------------------------------------
 
 
+def children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(p) for p in text.split()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in status
+
+
 class Service:
     """``invoicehook serve`` in a subprocess, on a free port, with the given environment."""
 
@@ -264,9 +278,23 @@ class Service:
         return (self.cwd / f"service-{self.port}.log").read_text(errors="replace")
 
     def kill(self) -> None:
+        """SIGKILL the web process only; its worker child has to notice on its own."""
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait(10)
+
+    def crash(self) -> None:
+        """The machine dies: web process and worker are SIGKILLed together, and both are
+        gone before this returns (no half-dead worker finishes a send afterwards)."""
+        assert self.proc is not None
+        family = children(self.proc.pid)
+        for pid in family:
+            os.kill(pid, signal.SIGKILL)
+        self.kill()
+        deadline = time.monotonic() + 10
+        while any(alive(pid) for pid in family):
+            assert time.monotonic() < deadline, f"worker {family} still alive after SIGKILL"
+            time.sleep(0.02)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Inbox, Service, checkout_event, free_port, post_event
+from tests.conftest import (
+    ROOT,
+    Inbox,
+    Service,
+    alive,
+    checkout_event,
+    children,
+    free_port,
+    post_event,
+)
 from tests.test_end_to_end import db_rows, wait_until
 
 
@@ -108,19 +117,6 @@ def test_sigterm_finishes_the_job_in_hand(
     (row,) = db_rows(url, invoices)
     assert row.email_status == "sent"
     assert [j.state for j in db_rows(url, jobs)] == ["done"]
-
-
-def children(pid: int) -> list[int]:
-    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    return [int(p) for p in text.split()]
-
-
-def alive(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-    return "State:\tZ" not in status
 
 
 def test_worker_process_is_restarted_and_dies_with_its_parent(

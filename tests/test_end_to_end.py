@@ -191,7 +191,7 @@ def test_worker_killed_between_steps_resumes_once(
         what="PDFs stored while email hangs",
     )
     numbers_before = {r.sale_id: r.number for r in db_rows(url, invoices)}
-    first.kill()
+    first.crash()
     assert inbox.messages == []
 
     inbox.hold.set()
