@@ -41,7 +41,12 @@ def test_200_concurrent_sales_two_processes(
     assert statuses == ["accepted"] * 200
     outbox = Path(env["EMAIL_URL"].removeprefix("file://"))
     wait_until(lambda: len(list(outbox.glob("*.eml"))) >= 200, timeout=120, what="200 emails")
-    time.sleep(0.5)
+    # A file lands just before its row says "sent": wait for the rows, not a fixed pause.
+    wait_until(
+        lambda: sum(r.email_status == "sent" for r in db_rows(database_url, invoices)) >= 200,
+        timeout=30,
+        what="200 rows marked sent",
+    )
 
     rows = db_rows(database_url, invoices)
     year = time.gmtime().tm_year
