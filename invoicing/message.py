@@ -71,7 +71,7 @@ def build_invoice_message(
     # The configured subject is an invoice's ("Votre facture …"); a credit note keeps its own.
     if invoice.kind != "invoice" or not subject:
         subject = texts["subject"]
-    title = render_subject(subject, number=number, seller=seller.name, amount=amount)
+    title = render_subject(subject, number=number, seller=seller_display, amount=amount)
 
     msg = EmailMessage()
     msg["Subject"] = title

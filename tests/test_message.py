@@ -191,10 +191,11 @@ def test_credit_note_wording() -> None:
 
 
 def test_subject_template_gets_number_seller_and_amount() -> None:
-    """The subject setting is a Jinja2 string over number, seller and amount."""
+    """The subject setting is a Jinja2 string over number, seller and amount; the seller
+    carries the legal form ("EI") as everywhere else in the email."""
     msg = parsed(build(subject="{{ seller }} – invoice {{ number }} ({{ amount }})"))
 
-    assert msg["Subject"] == "Camille Martin – invoice F2026-000123 (199,00\xa0€)"
+    assert msg["Subject"] == "Camille Martin EI – invoice F2026-000123 (199,00\xa0€)"
 
 
 def test_subject_is_plain_text_and_one_line() -> None:
@@ -211,7 +212,7 @@ def test_subject_is_plain_text_and_one_line() -> None:
         templates_dir=TEMPLATES,
     )
 
-    assert parsed(msg)["Subject"] == "A & B Bcc: victim@example.com F2026-000123"
+    assert parsed(msg)["Subject"] == "A & B Bcc: victim@example.com EI F2026-000123"
     assert None is parsed(msg)["Bcc"]
 
 
