@@ -25,6 +25,11 @@ DEMO_ENV = {
     "STORAGE_URL": "file://var/demo/invoices",
     "EMAIL_URL": "file://var/demo/outbox",
     "STRIPE_WEBHOOK_SECRET": "whsec_demo_not_a_real_secret",
+    # Empty is unset: the demo's numbers must not reach the seller's Sheet (whose writer
+    # skips a number it already holds, so the real F…-000001 would lose its row), nor
+    # the demo's made-up ids Stripe's API.
+    "LEDGER_SHEET": "",
+    "STRIPE_API_KEY": "",
 }
 
 
@@ -145,7 +150,7 @@ def run_demo() -> int:
     if not env.get("INVOICEHOOK_CONFIG") and not Path("invoicehook.toml").exists():
         env["INVOICEHOOK_CONFIG"] = "invoicehook.example.toml"
     port = _free_port()
-    env["PUBLIC_URL"] = env.get("PUBLIC_URL") or f"http://127.0.0.1:{port}"
+    env["PUBLIC_URL"] = f"http://127.0.0.1:{port}"  # the email's link: this demo's service
     settings = load_settings(env)
     app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

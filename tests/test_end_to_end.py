@@ -210,19 +210,36 @@ def test_worker_killed_between_steps_resumes_once(
 
 
 def test_demo_command_prints_where_everything_is(tmp_path: Path) -> None:
-    """`invoicehook demo` from a fresh folder: the PDF, the .eml and the row exist."""
+    """`invoicehook demo` from a fresh folder: the PDF, the .eml and the row exist. Run in a
+    shell set up for production, it touches none of production's database, Sheet or API."""
     (tmp_path / "invoicehook.example.toml").write_text(
         (ROOT / "invoicehook.example.toml").read_text(encoding="utf-8"), encoding="utf-8"
     )
+    production = tmp_path / "production.db"
     result = subprocess.run(
         [sys.executable, "-m", "invoicing.cli", "demo"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=120,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": str(ROOT),
+            "DATABASE_URL": f"sqlite:///{production}",
+            # Unreachable on purpose: any use of them would fail the demo.
+            "LEDGER_SHEET": "1BxiMVs0XRA5nFMdKvBdBZjgmUUqptlbs74OgvE2upms",
+            "GOOGLE_CREDENTIALS": "/nonexistent/credentials.json",
+            "GOOGLE_API_ENDPOINT": "http://127.0.0.1:9",
+            "STRIPE_API_KEY": "sk_test_demo",
+            "STRIPE_API_BASE": "http://127.0.0.1:9",
+            "PUBLIC_URL": "https://invoices.example.com",
+        },
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert not production.exists()
+    assert "https://invoices.example.com" not in Path(
+        re.findall(r"email:\s+(\S+\.eml)", result.stdout)[0]
+    ).read_text(errors="replace")
     pdf = re.search(r"PDF:\s+(\S+\.pdf)", result.stdout)
     eml = re.search(r"email:\s+(\S+\.eml)", result.stdout)
     assert pdf and eml, result.stdout
