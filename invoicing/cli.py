@@ -8,8 +8,12 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import date
+from typing import TYPE_CHECKING
 
 from invoicing.errors import InvoicehookError, SettingsError
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 def _settings():  # type: ignore[no-untyped-def]
@@ -62,11 +66,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
     from invoicing.intake import replay
     from invoicing.runtime import build_runtime
-    from invoicing.store import jobs
     from invoicing.worker import Worker
 
     rt = build_runtime(_settings())
@@ -80,19 +81,29 @@ def cmd_replay(args: argparse.Namespace) -> int:
     print(f"ran {ran} job(s)")
     if outcome.sale_id is None:
         return 0
-    with rt.engine.connect() as conn:
+    return 1 if _said_failed_jobs(rt.engine, outcome.sale_id, "replay", " again") else 0
+
+
+def _said_failed_jobs(engine: Engine, sale_id: int, command: str, again: str = "") -> bool:
+    """Say on stderr which of the sale's jobs failed (and whether they will be retried);
+    whether any did."""
+    from sqlalchemy import select
+
+    from invoicing.store import jobs
+
+    with engine.connect() as conn:
         failed = conn.execute(
             select(jobs.c.kind, jobs.c.state, jobs.c.last_error).where(
-                jobs.c.sale_id == outcome.sale_id,
+                jobs.c.sale_id == sale_id,
                 jobs.c.state.in_(("dead", "pending")),
                 jobs.c.last_error.is_not(None),
             )
         ).all()
     for job in failed:
         reason = job.last_error.splitlines()[0]
-        later = "is a dead letter again" if job.state == "dead" else "failed and will be retried"
-        print(f"invoicehook replay: the {job.kind} job {later}: {reason}", file=sys.stderr)
-    return 1 if failed else 0
+        later = f"is a dead letter{again}" if job.state == "dead" else "failed and will be retried"
+        print(f"invoicehook {command}: the {job.kind} job {later}: {reason}", file=sys.stderr)
+    return bool(failed)
 
 
 def cmd_resend(args: argparse.Namespace) -> int:
@@ -134,14 +145,17 @@ def cmd_refund_note(args: argparse.Namespace) -> int:
     amount = format_money(-note.total, note.currency, rt.settings.invoice.language)
     print(f"credit note {note.number} issued: {amount} on {args.number}")
     # Make, store and email it now, unless the service's worker has already taken its job.
-    if Worker(rt).run_once(job_id=job_id):
-        row = load_invoice_by_number(rt, note.number)
-        if row is not None and row.email_status == "pending":
-            print(f"{note.number}: to be emailed by the service, after invoice {args.number}")
-        else:
-            print(f"{note.number}: email {row.email_status if row else 'pending'}")
-    else:
+    if not Worker(rt).run_once(job_id=job_id):
         print(f"{note.number}: the service is making and emailing it")
+        return 0
+    if _said_failed_jobs(rt.engine, note.sale_id, "refund-note"):
+        return 1
+    row = load_invoice_by_number(rt, note.number)
+    assert row is not None
+    if row.email_status == "pending":  # postponed behind the invoice's own email
+        print(f"{note.number}: to be emailed by the service, after invoice {args.number}")
+    else:
+        print(f"{note.number}: email {row.email_status}")
     return 0
 
 

@@ -515,6 +515,26 @@ def test_credit_note_is_emailed_after_its_invoice(
     ]
 
 
+def test_refund_note_says_when_its_email_fails(
+    runtime: Runtime,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The credit note is issued, but its email cannot go out: the command says so, exit 1."""
+    from tests.conftest import free_port
+
+    invoiced(runtime)
+    cli_env(runtime, monkeypatch, tmp_path)
+    monkeypatch.setenv("EMAIL_URL", f"smtp://127.0.0.1:{free_port()}")  # nobody listens
+
+    assert main(["refund-note", "F2026-000001", "--amount", "10"]) == 1
+    captured = said(capsys)
+    assert "credit note AV2026-000001 issued: 10,00 € on F2026-000001" in captured.out
+    assert "to be emailed" not in captured.out
+    assert "invoicehook refund-note: the invoice job failed and will be retried" in captured.err
+
+
 def test_replay_says_when_the_job_fails_again(
     runtime: Runtime,  # noqa: F811
     tmp_path: Path,
