@@ -185,8 +185,14 @@ class LedgerSheet(GoogleApiClient):
         the header over whatever row 1 holds (a rebuild)."""
         tab_id = self.tab_id()
         if tab_id is None:
-            reply = self._batch([{"addSheet": {"properties": {"title": self.tab}}}])
-            tab_id = int(reply["replies"][0]["addSheet"]["properties"]["sheetId"])
+            try:
+                reply = self._batch([{"addSheet": {"properties": {"title": self.tab}}}])
+                tab_id = int(reply["replies"][0]["addSheet"]["properties"]["sheetId"])
+            except PermanentError:
+                # Another writer (the start-up check beside a ledger job) added it meanwhile.
+                tab_id = self.tab_id()
+                if tab_id is None:
+                    raise
         found = [str(v) for v in self.header()]
         if found == list(columns):
             return f"header verified in tab {self.tab!r}"

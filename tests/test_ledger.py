@@ -172,6 +172,27 @@ def test_missing_tab_is_created_with_its_header(tmp_path: Path, google_api: Goog
     assert google_api.violations == []
 
 
+def test_tab_added_by_another_writer_meanwhile_is_used(
+    tmp_path: Path, google_api: GoogleFake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two header checks at once (start-up and a ledger job) both find the tab missing: the
+    second one's "already exists" is no error, and no job dies of it."""
+    from integrations.sheets import LedgerSheet
+
+    env = ledger_env(tmp_path, google_api)
+    config = write_config(tmp_path, ledger={"tab": "Factures 2026"})
+    first, second = (
+        build_runtime(load_settings({**env, "INVOICEHOOK_CONFIG": str(config)})) for _ in "12"
+    )
+    assert ledger.ensure_header(first) == "header written in tab 'Factures 2026'"
+    real = LedgerSheet.tab_id
+    answers = iter([None])  # the second checker read the tabs before the first added it
+    monkeypatch.setattr(LedgerSheet, "tab_id", lambda self: next(answers, real(self)))
+
+    assert ledger.ensure_header(second) == "header verified in tab 'Factures 2026'"
+    assert rows(google_api, "Factures 2026") == [list(ledger.COLUMNS)]
+
+
 def test_a_burst_is_written_in_few_appends(
     tmp_path: Path, google_api: GoogleFake, database_url: str
 ) -> None:
