@@ -128,8 +128,10 @@ async def zapier_webhook(request: Request) -> Response:
         return error(413, f"body is larger than {MAX_BODY} bytes")
     try:
         fields = zapier.parse_body(body, request.headers.get("content-type", ""))
-        mapping, currency = zapier.options(rt.settings.extra)
-        draft = zapier.to_sale(fields, mapping, utcnow(), default_currency=currency)
+        settings = rt.settings
+        draft = zapier.to_sale(
+            fields, settings.zapier_fields, utcnow(), default_currency=settings.zapier_currency
+        )
     except zapier.ZapierInvalid as exc:
         return JSONResponse({"error": str(exc), "fields": exc.fields}, status_code=422)
     except BadRequest as exc:

@@ -411,7 +411,7 @@ def to_sale(event: dict[str, Any], grace_seconds: float = 0.0) -> SaleDraft | Re
 
 
 def _check_currency(code: str) -> None:
-    from babel.numbers import get_currency_name
+    from invoicing.money import is_currency
 
-    if not (len(code) == 3 and code.isalpha() and get_currency_name(code, locale="en") != code):
+    if not is_currency(code):
         raise BadRequest(f"currency {code!r} is not an ISO 4217 code")

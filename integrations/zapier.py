@@ -74,12 +74,6 @@ def _paid_at(text: str) -> datetime | None:
     return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
 
 
-def _currency_ok(code: str) -> bool:
-    from babel.numbers import get_currency_name
-
-    return len(code) == 3 and code.isalpha() and get_currency_name(code, locale="en") != code
-
-
 def _country_ok(code: str) -> bool:
     from babel import Locale
 
@@ -105,7 +99,7 @@ def to_sale(
     default_currency: str = "EUR",
 ) -> SaleDraft:
     """Translate a Zap's fields into a SaleDraft, or raise ZapierInvalid listing every problem."""
-    from babel.numbers import get_currency_precision
+    from invoicing.money import is_currency, precision
 
     data = canonical(fields, mapping)
     raw_amount = fields.get(mapping.get("amount", "amount"), fields.get("amount"))
@@ -117,7 +111,7 @@ def to_sale(
     if email and not EMAIL.match(email):
         problems["email"] = "expected an email address like name@example.com"
     currency = (data.get("currency") or default_currency).upper()
-    if not _currency_ok(currency):
+    if not is_currency(currency):
         problems["currency"] = "expected an ISO 4217 code like EUR"
     amount = None
     if data.get("amount"):
@@ -125,9 +119,9 @@ def to_sale(
         if amount is None or amount > MAX_AMOUNT:
             problems["amount"] = "expected a number like 199.00"
         elif "currency" not in problems:
-            minor = amount.scaleb(get_currency_precision(currency))
+            minor = amount.scaleb(precision(currency))
             if minor != minor.to_integral_value():
-                problems["amount"] = f"{currency} has {get_currency_precision(currency)} decimals"
+                problems["amount"] = f"{currency} has {precision(currency)} decimals"
     quantity = 1
     if data.get("quantity"):
         try:
@@ -151,7 +145,7 @@ def to_sale(
     if problems:
         raise ZapierInvalid(problems)
     assert amount is not None
-    total = int(amount.scaleb(get_currency_precision(currency)))
+    total = int(amount.scaleb(precision(currency)))
     address = [part.strip() for part in re.split(r"[\n,]", data.get("address", "")) if part.strip()]
     return SaleDraft(
         payment_key=f"zapier:{data['order_id']}",
@@ -181,16 +175,6 @@ def to_sale(
         ],
         payment_intent=data.get("stripe_payment_intent") or None,
     )
-
-
-def options(extra: Mapping[str, Any]) -> tuple[dict[str, str], str]:
-    """``[zapier.fields]`` and ``[zapier] currency`` from the TOML's other tables."""
-    table = extra.get("zapier") or {}
-    if not isinstance(table, Mapping):
-        raise BadRequest("[zapier] in the config is not a table")
-    fields = table.get("fields") or {}
-    mapping = {str(k): str(v) for k, v in fields.items()} if isinstance(fields, Mapping) else {}
-    return mapping, str(table.get("currency") or "EUR").upper()
 
 
 def parse_body(body: bytes, content_type: str) -> dict[str, Any]:

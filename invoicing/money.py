@@ -12,13 +12,23 @@ from decimal import Decimal
 from functools import lru_cache
 
 from babel.dates import format_date as babel_format_date
-from babel.numbers import format_currency, format_decimal, get_currency_precision
+from babel.numbers import (
+    format_currency,
+    format_decimal,
+    get_currency_name,
+    get_currency_precision,
+)
 
 # CLDR's currencySpacing rule, which Babel does not apply: an alphabetic currency code
 # written against a digit gets a no-break space ("BHD 1.234", not "BHD1.234").
 _LETTER_THEN_DIGIT = re.compile(r"(?<=[^\W\d_])(?=\d)")
 _DIGIT_THEN_LETTER = re.compile(r"(?<=\d)(?=[^\W\d_])")
 NBSP = "\u00a0"
+
+
+def is_currency(code: str) -> bool:
+    """Whether ``code`` is an ISO 4217 code CLDR knows ("EUR"; not "EURO", not "XYZ")."""
+    return len(code) == 3 and code.isalpha() and get_currency_name(code, locale="en") != code
 
 
 def precision(currency: str) -> int:

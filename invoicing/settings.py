@@ -92,7 +92,9 @@ class Settings:
     payment_intent_grace_seconds: float = 120.0
     templates_dir: Path = TEMPLATES_DIR
     config_path: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    # [zapier]: the Zap's own field names for the canonical ones, and the default currency.
+    zapier_fields: dict[str, str] = field(default_factory=dict)
+    zapier_currency: str = "EUR"
 
 
 def _secret(env: Mapping[str, str], key: str) -> Secret | None:
@@ -155,6 +157,32 @@ def _check_keys(data: Mapping[str, Any]) -> None:
                     f"{section}.{key} in the config: not a setting invoicehook reads{hint}; "
                     f"[{section}] takes {', '.join(KNOWN_KEYS[section])}"
                 )
+
+
+def _zapier(table: Mapping[str, Any]) -> dict[str, Any]:
+    """[zapier] checked at start-up, so that a slip in it is not blamed on each Zap's post."""
+    from integrations.zapier import CANONICAL
+    from invoicing.money import is_currency
+
+    fields = table.get("fields", {})
+    if not isinstance(fields, Mapping):
+        raise SettingsError('zapier.fields in the config: expected a table (canonical = "Zap\'s")')
+    for name, source in fields.items():
+        if name not in CANONICAL:
+            raise SettingsError(
+                f"zapier.fields.{name} in the config: not a canonical field; "
+                f"expected {', '.join(CANONICAL)}"
+            )
+        if not isinstance(source, str) or not source.strip():
+            raise SettingsError(
+                f"zapier.fields.{name} in the config: expected the name of the Zap's field"
+            )
+    currency = str(table.get("currency", "EUR")).strip().upper()
+    if not is_currency(currency):
+        raise SettingsError(
+            f"zapier.currency in the config: expected an ISO 4217 code like EUR, got {currency!r}"
+        )
+    return {"zapier_fields": dict(fields), "zapier_currency": currency}
 
 
 def _table(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
@@ -382,9 +410,5 @@ def load_settings(env: Mapping[str, str], config: Mapping[str, Any] | None = Non
         retry_max_seconds=_number(env, "RETRY_MAX_SECONDS", 3600, minimum=0),
         payment_intent_grace_seconds=_number(env, "PAYMENT_INTENT_GRACE_SECONDS", 120, minimum=0),
         config_path=path if config is None else None,
-        extra={
-            k: v
-            for k, v in data.items()
-            if k not in ("seller", "invoice", "vat", "email", "ledger")
-        },
+        **_zapier(_table(data, "zapier")),
     )

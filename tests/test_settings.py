@@ -150,3 +150,35 @@ def test_a_misspelt_key_is_an_error(tmp_path: Path, overrides: dict, message: st
     with pytest.raises(SettingsError) as caught:
         load_settings(env_for(tmp_path, **overrides))
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("zapier", "message"),
+    [
+        ('[zapier]\ncurrency = "EURO"', "zapier.currency in the config: expected an ISO 4217"),
+        ('[zapier.fields]\nemial = "Email"', "zapier.fields.emial in the config: not a canonical"),
+        ('[zapier]\nfields = "email"', "zapier.fields in the config: expected a table"),
+        ('zapier = "oops"', "[zapier] in the config: expected a table"),
+    ],
+)
+def test_zapier_table_is_checked_at_start(tmp_path: Path, zapier: str, message: str) -> None:
+    """A slip in [zapier] stops start-up, instead of a 422 on every order the Zap posts."""
+    path = write_config(tmp_path)
+    text = path.read_text(encoding="utf-8")
+    # A bare key must come before the first table; tables go at the end.
+    path.write_text(f"{zapier}\n{text}" if zapier.startswith("zapier") else f"{text}{zapier}\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"INVOICEHOOK_CONFIG": str(path)})
+    assert message in str(caught.value)
+
+
+def test_zapier_table_is_read_once_at_start(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    path.write_text(
+        path.read_text(encoding="utf-8")
+        + '[zapier]\ncurrency = "usd"\n[zapier.fields]\nemail = "Customer Email"\n',
+        encoding="utf-8",
+    )
+    settings = load_settings({"INVOICEHOOK_CONFIG": str(path)})
+    assert settings.zapier_currency == "USD"
+    assert settings.zapier_fields == {"email": "Customer Email"}
