@@ -119,7 +119,10 @@ def run_backfill(
         except (TransientError, PermanentError) as exc:
             progress.clear()
             _print_table(out, payments, zone, settings.invoice.language, done=True)
-            stopped = next(p for p in todo if p.number is None and p.skip is None)
+            # The first left with no outcome: not numbered, skipped or left to the service.
+            stopped = next(
+                p for p in todo if p.number is None and p.skip is None and p.later is None
+            )
             when = stopped.paid_at.astimezone(zone).date()
             _error(
                 f"stopped at {stopped.stripe_id} (paid {when}): {_flat(exc)}. "
@@ -199,7 +202,7 @@ def _check_known(conn: Connection, payment: Payment) -> None:
             payment.sale_id = known.id
         return
     with_number = sales.outerjoin(invoices, invoices.c.sale_id == sales.c.id)
-    columns = (sales.c.id, sales.c.status, sales.c.source, sales.c.payment_key, invoices.c.number)
+    columns = (sales.c.id, sales.c.status, sales.c.payment_key, invoices.c.number)
     mine = conn.execute(
         select(*columns, sales.c.duplicate_of)
         .select_from(with_number)

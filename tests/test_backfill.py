@@ -548,3 +548,56 @@ def test_a_recorded_sale_whose_job_died_is_numbered_and_sent(
     Worker(rt).drain()
     outbox = Path(settings.email_url.removeprefix("file://"))
     assert any(p.name.startswith("F2026-000001.") for p in outbox.glob("*.eml"))
+
+
+def test_refund_of_a_subscription_sale_found_through_stripe(
+    settings: Settings, rt: Runtime, stripe: StripeServer
+) -> None:
+    """February's renewal came by webhook (`invoice.paid` names no PaymentIntent) and was
+    invoiced; its March refund names only the PaymentIntent: Stripe says whose it is."""
+    february = invoice(
+        "feb",
+        "2026-02-10 08:00",
+        "2026-02-10 08:00",
+        "Ana Lima",
+        "ana@example.org",
+        [("Abonnement", 2900)],
+        payment_intent="pi_feb",
+    )
+    webhook_copy = {k: v for k, v in february.items() if k != "payments"}
+    sell(rt, {"id": "evt_feb", "type": "invoice.paid", "data": {"object": webhook_copy}})
+    Worker(rt).drain()
+    stripe.invoices.append(february)  # paid in February: listed by no March query
+    stripe.refunds = [refund("feb", "2026-03-04 10:00", "pi_feb", 2900)]
+
+    code, lines = backfill(settings)
+
+    assert code == 0
+    assert line_of(lines, "re_bf_feb").endswith("credited AV2026-000001")
+    with rt.engine.connect() as conn:
+        credited = conn.execute(
+            select(invoices.c.credited_number).where(invoices.c.kind == "credit_note")
+        ).scalar_one()
+    assert credited == "F2026-000001"
+
+
+def test_stop_names_the_payment_that_failed_not_a_refund_left_waiting(
+    settings: Settings,
+    rt: Runtime,
+    stripe: StripeServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A refund earlier in the run waits for its sale's number (recorded by webhook, not yet
+    invoiced); then cs_test_2 fails: the message names cs_test_2."""
+    january = session(
+        9, "2026-01-20 10:00", "Noé Roy", "noe@example.org", 3000, payment_intent="pi_january"
+    )
+    sell(rt, {"id": "evt_jan", "type": "checkout.session.completed", "data": {"object": january}})
+    stripe.refunds = [refund("jan", "2026-03-05 10:00", "pi_january", 1000)]
+    stripe.fail_when = lambda path: "cs_test_2/line_items" in path
+
+    code, lines = backfill(settings)
+
+    assert code == 1
+    assert line_of(lines, "re_bf_jan").endswith("once its sale is invoiced")
+    assert "stopped at cs_test_2 (paid 2026-03-07)" in capsys.readouterr().err
