@@ -183,8 +183,13 @@ def test_unknown_language_falls_back_to_english() -> None:
 
 
 def test_credit_note_wording() -> None:
-    """A credit note is called a credit note ("avoir")."""
-    msg = parsed(build(make_invoice(kind="credit_note", number="AV2026-000004")))
+    """A credit note is called a credit note ("avoir"), whatever subject invoices are given."""
+    msg = parsed(
+        build(
+            make_invoice(kind="credit_note", number="AV2026-000004"),
+            subject="Votre facture {{ number }}",
+        )
+    )
 
     assert msg["Subject"] == "Avoir AV2026-000004"
     assert "Voici votre avoir" in bodies(msg)[0]
