@@ -29,13 +29,26 @@ class Runtime:
     settings: Settings
     engine: Engine
     storage: Storage
-    mailer: Mailer
     links: LinkSigner
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    _mailer: Any = None
     _renderer: Any = None
     _stripe: Any = None
     _ledger: Any = None
     ledger_ready: bool = False  # the header row was created or verified by this process
+
+    @property
+    def mailer(self) -> Mailer:
+        # Built on first use: the web process never sends, and gmail:// loads google-auth.
+        if self._mailer is None:
+            self._mailer = mailer_for(self.settings)
+        return self._mailer  # type: ignore[no-any-return]
+
+    def close_mailer(self) -> None:
+        """Say goodbye to pooled SMTP connections, if a mailer was ever built."""
+        close = getattr(self._mailer, "close", None)
+        if callable(close):
+            close()
 
     @property
     def renderer(self) -> InvoiceRenderer:
@@ -97,6 +110,5 @@ def build_runtime(settings: Settings, *, run_migrations: bool = True) -> Runtime
         settings=settings,
         engine=engine,
         storage=storage_from_url(settings.storage_url),
-        mailer=mailer_for(settings),
         links=LinkSigner(load_key(engine), settings.public_url),
     )

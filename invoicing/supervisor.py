@@ -159,8 +159,6 @@ def run_worker(settings: Settings, *, from_parent: bool) -> int:
         await worker.stop(timeout=20)  # inside the parent's 25 s, inside Fly's kill_timeout
 
     asyncio.run(main())
-    close = getattr(rt.mailer, "close", None)  # say goodbye to pooled SMTP connections
-    if callable(close):
-        close()
+    rt.close_mailer()
     rt.engine.dispose()
     return 0
