@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import date
 from email import message_from_bytes, policy
 from pathlib import Path
 
@@ -164,3 +165,37 @@ def test_taxed_sale_without_rates_is_invoiced(tmp_path: Path, regime: str) -> No
     text = pdf_text(rt.storage.get(row.pdf_key))
     assert "100,00 €" in text and "20,00 €" in text and "120,00 €" in text
     assert "TVA" in text and "FR12123456789" in text
+
+
+@pytest.mark.parametrize(
+    ("zone", "sale_day", "printed"),
+    [
+        ("Europe/Paris", date(2026, 12, 1), "Payée le 1er décembre 2026"),
+        ("America/Montreal", date(2026, 11, 30), "Payée le 30 novembre 2026"),
+    ],
+)
+def test_sale_date_follows_the_sellers_time_zone(
+    tmp_path: Path, zone: str, sale_day: date, printed: str
+) -> None:
+    """Paid at 23:30 UTC on 30 November: already 1 December in Paris, not in Montréal."""
+    from invoicing.pipeline import issue_now
+
+    config = write_config(tmp_path, invoice={"timezone": zone})
+    rt = build_runtime(
+        load_settings(
+            {
+                "INVOICEHOOK_CONFIG": str(config),
+                "DATABASE_URL": f"sqlite:///{tmp_path}/invoicehook.db",
+                "STORAGE_URL": f"file://{tmp_path}/invoices",
+                "EMAIL_URL": f"file://{tmp_path}/outbox",
+            }
+        )
+    )
+    event = checkout_event(1)
+    event["data"]["object"]["created"] = 1796081400  # 2026-11-30 23:30 UTC
+    row = issue_now(rt, sell(rt, event))
+    assert row is not None and (row.timezone, row.sale_date) == (zone, sale_day)
+    Worker(rt).drain()
+    invoice = load_invoice(rt, row.sale_id)
+    assert invoice is not None and invoice.pdf_key is not None
+    assert printed in pdf_text(rt.storage.get(invoice.pdf_key))

@@ -182,3 +182,11 @@ def test_zapier_table_is_read_once_at_start(tmp_path: Path) -> None:
     settings = load_settings({"INVOICEHOOK_CONFIG": str(path)})
     assert settings.zapier_currency == "USD"
     assert settings.zapier_fields == {"email": "Customer Email"}
+
+
+def test_timezone_is_read_and_checked(tmp_path: Path) -> None:
+    """[invoice] timezone sets the day invoices are dated by; a wrong zone stops start-up."""
+    settings = load_settings(env_for(tmp_path, invoice={"timezone": "America/Montreal"}))
+    assert settings.invoice.timezone == "America/Montreal"
+    with pytest.raises(SettingsError, match="invoice.timezone in the config: expected a zone"):
+        load_settings(env_for(tmp_path, invoice={"timezone": "Paris"}))
