@@ -80,8 +80,8 @@ def date_serial(day: date) -> int:
     return (day - EPOCH).days
 
 
-def row_of(rt: Runtime, invoice: Row[Any], source: str) -> list[Any]:
-    """The Sheet row of one stored invoice."""
+def row_of(rt: Runtime, invoice: Row[Any]) -> list[Any]:
+    """The Sheet row of one stored invoice (joined with its sale's ``source``)."""
     buyer = dict(invoice.buyer)
     issued = as_utc(invoice.issued_at).astimezone(ZoneInfo(invoice.timezone)).date()
     products = "; ".join(
@@ -106,14 +106,14 @@ def row_of(rt: Runtime, invoice: Row[Any], source: str) -> list[Any]:
         major(invoice.tax),
         major(invoice.total),
         invoice.currency.upper(),
-        source,
+        invoice.source,
         invoice.payment_reference,
         rt.links.url(invoice.number),
         invoice.email_status,
     ]
 
 
-def _pending(conn: Connection, limit: int | None = None) -> list[tuple[Row[Any], str]]:
+def _pending(conn: Connection, limit: int | None = None) -> list[Row[Any]]:
     query = (
         select(invoices, sales.c.source)
         .join(sales, sales.c.id == invoices.c.sale_id)
@@ -122,7 +122,7 @@ def _pending(conn: Connection, limit: int | None = None) -> list[tuple[Row[Any],
     )
     if limit is not None:
         query = query.limit(limit)
-    return [(row, row.source) for row in conn.execute(query)]
+    return list(conn.execute(query))
 
 
 def _covered(rt: Runtime, sale_id: int) -> bool:
@@ -162,17 +162,17 @@ def _refresh_statuses(rt: Runtime, sheet: LedgerSheet) -> int:
     cells = {where[inv.number]: inv.email_status for inv in stale if inv.number in where}
     if cells:
         sheet.update_cells(EMAIL_COLUMN, cells)
-    _mark_statuses(rt, [(inv.id, inv.email_status) for inv in stale])
+    with write(rt.engine) as conn:
+        _mark_statuses(conn, [(inv.id, inv.email_status) for inv in stale])
     return len(cells)
 
 
-def _mark_statuses(rt: Runtime, written: Sequence[tuple[int, str]]) -> None:
-    with write(rt.engine) as conn:
-        for status in {s for _, s in written}:
-            ids = [i for i, s in written if s == status]
-            conn.execute(
-                update(invoices).where(invoices.c.id.in_(ids)).values(ledger_email_status=status)
-            )
+def _mark_statuses(conn: Connection, written: Sequence[tuple[int, str]]) -> None:
+    for status in {s for _, s in written}:
+        ids = [i for i, s in written if s == status]
+        conn.execute(
+            update(invoices).where(invoices.c.id.in_(ids)).values(ledger_email_status=status)
+        )
 
 
 # -- the writer's lease ------------------------------------------------------------------------
@@ -230,11 +230,7 @@ def _mark(rt: Runtime, written: Sequence[tuple[int, str]], appended: bool) -> No
     with write(rt.engine) as conn:
         ids = [i for i, _ in written]
         conn.execute(update(invoices).where(invoices.c.id.in_(ids)).values(ledgered_at=now))
-        for status in {s for _, s in written}:
-            same = [i for i, s in written if s == status]
-            conn.execute(
-                update(invoices).where(invoices.c.id.in_(same)).values(ledger_email_status=status)
-            )
+        _mark_statuses(conn, written)
         if appended:
             _set_meta(conn, LAST_APPEND_KEY, now.isoformat())
 
@@ -281,13 +277,13 @@ def write_pending(rt: Runtime, sale_id: int, checkpoint: Callable[[], None] = la
             _still_ours(rt, owner)
             return f"{_refresh_statuses(rt, sheet)} email status(es) brought up to date"
         present = sheet.numbers(NUMBER_COLUMN)
-        rows = [row_of(rt, inv, source) for inv, source in pending if inv.number not in present]
+        rows = [row_of(rt, inv) for inv in pending if inv.number not in present]
         where = ""
         if rows:
             checkpoint()
             _still_ours(rt, owner)
             where = sheet.append(rows)
-        _mark(rt, [(inv.id, inv.email_status) for inv, _ in pending], appended=bool(rows))
+        _mark(rt, [(inv.id, inv.email_status) for inv in pending], appended=bool(rows))
         if rows:
             _link(sheet, first_row_of(where), [row[PDF_COLUMN - 1] for row in rows])
     finally:
@@ -328,7 +324,7 @@ def rebuild(rt: Runtime, wait: float = 300.0) -> int:
                     .order_by(invoices.c.number)
                 )
             )
-        rows = [row_of(rt, inv, inv.source) for inv in everything]
+        rows = [row_of(rt, inv) for inv in everything]
         sheet.rewrite([list(COLUMNS), *rows])
         _mark(rt, [(inv.id, inv.email_status) for inv in everything], appended=True)
         _link(sheet, 2, [row[PDF_COLUMN - 1] for row in rows])
