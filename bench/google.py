@@ -32,6 +32,7 @@ from bench.harness import (
     webhook_request,
 )
 from bench.loadgen import Pool, run_loop
+from integrations.google_client import GMAIL_SEND, SPREADSHEETS
 from tests.google_server import GoogleFake, running
 
 SALES = 500
@@ -41,8 +42,6 @@ BUDGET_SECONDS = 60.0
 TIME_LIMIT = 300.0
 SETTLE_SECONDS = 3.0
 SHEET = "1BenchLedgerSheet"
-GMAIL_SEND = "https://www.googleapis.com/auth/gmail.send"
-SPREADSHEETS = "https://www.googleapis.com/auth/spreadsheets"
 
 
 def credentials(fake: GoogleFake) -> str:

@@ -19,21 +19,12 @@ import base64
 from email.message import EmailMessage
 from urllib.parse import unquote
 
-from google.auth import exceptions as auth_exceptions
 from google.auth.credentials import Credentials
 
-from integrations.google_auth import (
-    GMAIL_SEND,
-    describe,
-    kind_of,
-    load_credentials,
-    read_info,
-)
-from integrations.google_client import DEFAULT_TIMEOUT, GoogleApiClient
-from invoicing.errors import PermanentError, SettingsError, TransientError
+from integrations.google_auth import describe, kind_of, load_credentials, read_info
+from integrations.google_client import DEFAULT_TIMEOUT, GMAIL_SEND, GoogleApiClient
+from invoicing.errors import PermanentError, SettingsError
 
-RATE_LIMIT_REASONS = ("rateLimitExceeded", "userRateLimitExceeded")
-SCOPE_REASONS = ("insufficientPermissions", "ACCESS_TOKEN_SCOPE_INSUFFICIENT")
 REMINT = (
     'mint a new refresh token (`invoicehook google-auth`, or the snippet under "Sending '
     'through Gmail" in the README) and put it in GOOGLE_CREDENTIALS; '
@@ -134,47 +125,19 @@ class GmailMailer(GoogleApiClient):
         who = describe(self.credentials)
         return f"Gmail API, sending as {self.user_id}: token obtained ({who})"
 
-    def _http_error(
-        self, stage: str, status: int, reason: str, message: str
-    ) -> PermanentError | TransientError:
-        said = f"{stage}: {status} {reason or ''} {message}".replace("  ", " ").strip()
-        if status == 429 or status >= 500 or (status == 403 and reason in RATE_LIMIT_REASONS):
-            return TransientError(self._say(said))
-        if status == 403 and reason in SCOPE_REASONS:
-            return PermanentError(self._say(f"{said} — {self._scope_message()}"))
-        if status == 401:
-            return PermanentError(
-                self._say(f"{said} — Google refused the credentials; {self._fix_credentials()}")
-            )
+    def _status_hint(self, status: int, reason: str) -> str | None:
         if status == 403 and reason == "dailyLimitExceeded":
-            return PermanentError(
-                self._say(f"{said} — the daily sending limit is reached; replay the job tomorrow")
-            )
+            return "the daily sending limit is reached; replay the job tomorrow"
         if status == 400 and reason == "failedPrecondition":
-            return PermanentError(self._say(f"{said} — {self._delegation_message()}"))
-        return PermanentError(self._say(said))
+            return self._delegation_message()
+        return None
 
-    def _refresh_error(self, exc: auth_exceptions.RefreshError) -> PermanentError | TransientError:
-        text = str(exc.args[0]) if exc.args else str(exc)
-        if getattr(exc, "retryable", False):
-            return TransientError(self._say(f"token refresh failed: {text}"))
-        if self._is_service_account:
-            if "unauthorized_client" in text or "access_denied" in text:
-                return PermanentError(
-                    self._say(f"token refresh failed: {text} — {self._delegation_message()}")
-                )
-            return PermanentError(
-                self._say(f"token refresh failed: {text} — {self._fix_credentials()}")
-            )
-        if "invalid_grant" in text:
-            return PermanentError(
-                self._say(f"the refresh token is expired or revoked ({text}); {REMINT}")
-            )
-        return PermanentError(self._say(f"token refresh failed: {text} — {REMINT}"))
-
-    @property
-    def _is_service_account(self) -> bool:
-        return bool(getattr(self.credentials, "service_account_email", None))
+    def _refused(self, text: str) -> str:
+        if self._is_service_account and ("unauthorized_client" in text or "access_denied" in text):
+            return f"token refresh failed: {text} — {self._delegation_message()}"
+        if not self._is_service_account and "invalid_grant" in text:
+            return f"the refresh token is expired or revoked ({text}); {REMINT}"
+        return super()._refused(text)
 
     def _scope_message(self) -> str:
         if self._is_service_account:
@@ -193,16 +156,8 @@ class GmailMailer(GoogleApiClient):
             "(gmail://you@yourdomain)"
         )
 
-    def _fix_credentials(self) -> str:
-        if self._is_service_account:
-            return "check the service account's key in GOOGLE_CREDENTIALS (it may be deleted)"
+    def _remint(self) -> str:
         return REMINT
 
-    def _say(self, what: str, exc: BaseException | None = None) -> str:
-        text = f"Gmail {self.user_id}: {what}"
-        if exc is not None:
-            text += f": {type(exc).__name__}: {exc}"
-        return text
-
-    def __repr__(self) -> str:
-        return f"GmailMailer({self.user_id!r}, endpoint={self.api_endpoint!r})"
+    def _say(self, what: str) -> str:
+        return f"Gmail {self.user_id}: {what}"

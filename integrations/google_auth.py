@@ -30,8 +30,6 @@ from google.auth.credentials import Credentials
 
 from invoicing.errors import PermanentError, SettingsError, TransientError
 
-GMAIL_SEND = "https://www.googleapis.com/auth/gmail.send"
-SPREADSHEETS = "https://www.googleapis.com/auth/spreadsheets"
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"  # noqa: S105 (an address)
 EXPECTED = (
     'GOOGLE_CREDENTIALS: expected the JSON of an authorized user ("type": "authorized_user", '

@@ -12,16 +12,22 @@ import threading
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
+from invoicing.errors import PermanentError, TransientError
+
 if TYPE_CHECKING:
     from google.auth.credentials import Credentials
 
 DEFAULT_TIMEOUT = 30.0
+GMAIL_SEND = "https://www.googleapis.com/auth/gmail.send"
+SPREADSHEETS = "https://www.googleapis.com/auth/spreadsheets"
+RATE_LIMIT_REASONS = ("rateLimitExceeded", "userRateLimitExceeded")
+SCOPE_REASONS = ("insufficientPermissions", "ACCESS_TOKEN_SCOPE_INSUFFICIENT")
 
 
 class GoogleApiClient:
-    """A subclass names its API (``API = ("gmail", "v1")``) and says what a status or a
-    refused token means for it (``_http_error``, ``_refresh_error``) and how its messages
-    begin (``_say``)."""
+    """A subclass names its API (``API = ("gmail", "v1")``), how its messages begin
+    (``_say``), and what only it can tell the seller: the missing scope, what a refused
+    token or another status means for it, how to mint new credentials."""
 
     API: tuple[str, str]
 
@@ -60,10 +66,48 @@ class GoogleApiClient:
             stage, http_error=self._http_error, refresh_error=self._refresh_error, say=self._say
         )
 
-    def _http_error(self, stage: str, status: int, reason: str, message: str) -> Exception:
+    def _http_error(
+        self, stage: str, status: int, reason: str, message: str
+    ) -> PermanentError | TransientError:
+        said = f"{stage}: {status} {reason or ''} {message}".replace("  ", " ").strip()
+        if status == 429 or status >= 500 or (status == 403 and reason in RATE_LIMIT_REASONS):
+            return TransientError(self._say(said))
+        if status == 403 and reason in SCOPE_REASONS:
+            return PermanentError(self._say(f"{said} — {self._scope_message()}"))
+        if status == 401:
+            return PermanentError(
+                self._say(f"{said} — Google refused the credentials; {self._fix_credentials()}")
+            )
+        hint = self._status_hint(status, reason)
+        return PermanentError(self._say(f"{said} — {hint}" if hint else said))
+
+    def _refresh_error(self, exc: Any) -> PermanentError | TransientError:
+        text = str(exc.args[0]) if exc.args else str(exc)
+        if getattr(exc, "retryable", False):
+            return TransientError(self._say(f"token refresh failed: {text}"))
+        return PermanentError(self._say(self._refused(text)))
+
+    @property
+    def _is_service_account(self) -> bool:
+        return bool(getattr(self.credentials, "service_account_email", None))
+
+    def _fix_credentials(self) -> str:
+        if self._is_service_account:
+            return "check the service account's key in GOOGLE_CREDENTIALS (it may be deleted)"
+        return self._remint()
+
+    def _refused(self, text: str) -> str:
+        """What to say when Google refuses to refresh the token for good."""
+        return f"token refresh failed: {text} — {self._fix_credentials()}"
+
+    def _status_hint(self, status: int, reason: str) -> str | None:
+        """What another refusal means for this API, if it means something."""
+        return None
+
+    def _scope_message(self) -> str:
         raise NotImplementedError
 
-    def _refresh_error(self, exc: Any) -> Exception:
+    def _remint(self) -> str:
         raise NotImplementedError
 
     def _say(self, what: str) -> str:

@@ -17,15 +17,14 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from integrations.google_client import DEFAULT_TIMEOUT, GoogleApiClient
-from invoicing.errors import PermanentError, SettingsError, TransientError
+from integrations.google_client import DEFAULT_TIMEOUT, SPREADSHEETS, GoogleApiClient
+from invoicing.errors import PermanentError, SettingsError
 
 if TYPE_CHECKING:
     from google.auth.credentials import Credentials
 
 # google-auth and the API client are imported when first used: the web process reads
 # LEDGER_SHEET (sheet_id_of) but never writes to the Sheet.
-SPREADSHEETS = "https://www.googleapis.com/auth/spreadsheets"
 
 _URL_ID = re.compile(r"/spreadsheets/d/([A-Za-z0-9_-]+)")
 _BARE_ID = re.compile(r"[A-Za-z0-9_-]+")
@@ -282,37 +281,14 @@ class LedgerSheet(GoogleApiClient):
     def _values(self) -> Any:
         return self._service().spreadsheets().values()
 
-    def _refresh_error(self, exc: Any) -> PermanentError | TransientError:
-        text = str(exc.args[0]) if exc.args else str(exc)
-        if getattr(exc, "retryable", False):
-            return TransientError(self._say(f"token refresh failed: {text}"))
-        return PermanentError(
-            self._say(f"token refresh failed: {text} — {self._fix_credentials()}")
+    def _status_hint(self, status: int, reason: str) -> str | None:
+        return self._share_message() if status in (403, 404) else None
+
+    def _scope_message(self) -> str:
+        return (
+            f"the token lacks the spreadsheets scope ({SPREADSHEETS}); run invoicehook "
+            "google-auth with the spreadsheets scope and put the new JSON in GOOGLE_CREDENTIALS"
         )
-
-    def _http_error(
-        self, stage: str, status: int, reason: str, message: str
-    ) -> PermanentError | TransientError:
-        from integrations.gmail import RATE_LIMIT_REASONS, SCOPE_REASONS
-
-        said = f"{stage}: {status} {reason or ''} {message}".replace("  ", " ").strip()
-        if status == 429 or status >= 500 or (status == 403 and reason in RATE_LIMIT_REASONS):
-            return TransientError(self._say(said))
-        if status == 403 and reason in SCOPE_REASONS:
-            return PermanentError(
-                self._say(
-                    f"{said} — the token lacks the spreadsheets scope ({SPREADSHEETS}); "
-                    "run invoicehook google-auth with the spreadsheets scope and put the new "
-                    "JSON in GOOGLE_CREDENTIALS"
-                )
-            )
-        if status == 401:
-            return PermanentError(
-                self._say(f"{said} — Google refused the credentials; {self._fix_credentials()}")
-            )
-        if status in (403, 404):
-            return PermanentError(self._say(f"{said} — {self._share_message()}"))
-        return PermanentError(self._say(said))
 
     @property
     def client_email(self) -> str | None:
@@ -328,9 +304,7 @@ class LedgerSheet(GoogleApiClient):
         )
         return f"{share} (Share button in Google Sheets), or check LEDGER_SHEET"
 
-    def _fix_credentials(self) -> str:
-        if self.client_email:
-            return "check the service account's key in GOOGLE_CREDENTIALS (it may be deleted)"
+    def _remint(self) -> str:
         return "run invoicehook google-auth and put the new JSON in GOOGLE_CREDENTIALS"
 
     def _say(self, what: str) -> str:

@@ -33,7 +33,7 @@ from oauthlib.oauth2.rfc6749.errors import (
     OAuth2Error,
 )
 
-from integrations.google_auth import GMAIL_SEND, SPREADSHEETS
+from integrations.google_client import GMAIL_SEND, SPREADSHEETS
 from invoicing.errors import SettingsError
 
 CONSOLE_REDIRECT_URI = "http://localhost:1"

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from integrations.gmail import GmailMailer
-from integrations.google_auth import GMAIL_SEND, SPREADSHEETS
+from integrations.google_client import GMAIL_SEND, SPREADSHEETS
 from integrations.mailer import mailer_from_url
 from invoicing.errors import PermanentError, SettingsError, TransientError
 from invoicing.settings import load_settings

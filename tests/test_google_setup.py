@@ -23,7 +23,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 from google.auth.transport.requests import Request
 
-from integrations.google_auth import GMAIL_SEND, SPREADSHEETS, load_credentials
+from integrations.google_auth import load_credentials
+from integrations.google_client import GMAIL_SEND, SPREADSHEETS
 from invoicing.errors import SettingsError
 from invoicing.google_setup import google_auth_scopes, run_google_auth
 from tests.conftest import free_port

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
-from integrations.google_auth import GMAIL_SEND, SPREADSHEETS
+from integrations.google_client import GMAIL_SEND, SPREADSHEETS
 from integrations.sheets import sheet_id_of
 from invoicing import ledger, queue
 from invoicing.cli import main
