@@ -139,7 +139,7 @@ async def zapier_webhook(request: Request) -> Response:
     return await intake(
         request,
         source="zapier",
-        event_id=draft.payment_key,
+        event_id=zapier.order_key(fields, settings.zapier_fields),
         event_type="zapier.order",
         raw=body.decode("utf-8"),  # parse_body() has checked it is UTF-8
         result=draft,

@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from integrations.stripe_events import SaleDraft
+from integrations.stripe_events import Ignored, SaleDraft
 from invoicing.errors import BadRequest
 
 CANONICAL = (
@@ -80,6 +80,15 @@ def _country_ok(code: str) -> bool:
     return len(code) == 2 and code.isalpha() and code in Locale("en").territories
 
 
+def _key(order_id: str) -> str:
+    return f"zapier:{order_id}"
+
+
+def order_key(fields: Mapping[str, Any], mapping: Mapping[str, str]) -> str:
+    """The order's key (its event id and payment key), once ``to_sale`` has accepted it."""
+    return _key(canonical(fields, mapping)["order_id"])
+
+
 def canonical(fields: Mapping[str, Any], mapping: Mapping[str, str]) -> dict[str, str]:
     """The canonical fields: a mapped name wins, else the canonical name itself."""
     out: dict[str, str] = {}
@@ -97,8 +106,9 @@ def to_sale(
     mapping: Mapping[str, str],
     now: datetime,
     default_currency: str = "EUR",
-) -> SaleDraft:
-    """Translate a Zap's fields into a SaleDraft, or raise ZapierInvalid listing every problem."""
+) -> SaleDraft | Ignored:
+    """Translate a Zap's fields into a SaleDraft (Ignored for a free order), or raise
+    ZapierInvalid listing every problem."""
     from invoicing.money import is_currency, precision
 
     data = canonical(fields, mapping)
@@ -146,9 +156,11 @@ def to_sale(
         raise ZapierInvalid(problems)
     assert amount is not None
     total = int(amount.scaleb(precision(currency)))
+    if total == 0:  # as for Stripe: a free order is not a sale, and takes no number
+        return Ignored("nothing was paid (a free order, or one discounted to zero)")
     address = [part.strip() for part in re.split(r"[\n,]", data.get("address", "")) if part.strip()]
     return SaleDraft(
-        payment_key=f"zapier:{data['order_id']}",
+        payment_key=_key(data["order_id"]),
         source="zapier",
         paid_at=paid_at,
         currency=currency,

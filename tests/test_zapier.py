@@ -148,6 +148,17 @@ def test_negative_amount_is_invalid(client: TestClient) -> None:
     assert response.json()["fields"] == {"amount": "expected a number like 199.00"}
 
 
+def test_free_order_is_ignored_and_takes_no_number(client: TestClient) -> None:
+    """A free product (or a 100 % coupon) is not a sale: answered, recorded, not invoiced."""
+    response = client.post("/webhooks/zapier", json={**ORDER, "amount": "0,00"}, headers=AUTH)
+    assert response.status_code == 200
+    assert response.json()["status"] == "ignored"
+    assert "nothing was paid" in response.json()["reason"]
+    assert (rows(client), count_jobs(client)) == ([], 0)
+    again = client.post("/webhooks/zapier", json={**ORDER, "amount": 0}, headers=AUTH)
+    assert again.json()["status"] == "duplicate"  # the same order id, told twice
+
+
 @pytest.mark.parametrize(
     ("amount", "currency", "minor"),
     [
