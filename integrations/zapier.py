@@ -51,13 +51,9 @@ def _text(value: Any) -> str:
     return str(value).strip()
 
 
-def _amount(raw: Any) -> Decimal | None:
-    if isinstance(raw, bool):
-        return None
-    if isinstance(raw, int | float):
-        value = Decimal(str(raw))
-        return value if value.is_finite() and value >= 0 else None
-    text = re.sub(r"[\s\u00a0\u202f']", "", _text(raw))
+def _amount(raw: str) -> Decimal | None:
+    """Major units from "199.00", "199,00", "1 299,00", or a JSON number as text ("19.5")."""
+    text = re.sub(r"[\s\u00a0\u202f']", "", raw)
     if not AMOUNT.match(text):
         return None
     return Decimal(text.replace(",", "."))
@@ -112,7 +108,6 @@ def to_sale(
     from invoicing.money import is_currency, precision
 
     data = canonical(fields, mapping)
-    raw_amount = fields.get(mapping.get("amount", "amount"), fields.get("amount"))
     problems: dict[str, str] = {}
     for name in ("order_id", "email", "product", "amount"):
         if not data.get(name):
@@ -125,7 +120,7 @@ def to_sale(
         problems["currency"] = "expected an ISO 4217 code like EUR"
     amount = None
     if data.get("amount"):
-        amount = _amount(raw_amount if isinstance(raw_amount, int | float) else data["amount"])
+        amount = _amount(data["amount"])
         if amount is None or amount > MAX_AMOUNT:
             problems["amount"] = "expected a number like 199.00"
         elif "currency" not in problems:
