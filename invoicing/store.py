@@ -72,7 +72,8 @@ sales = Table(
     Column("lines", JSON),  # None until fetched, when Stripe does not send them
     Column("tax_lines", JSON, nullable=False),
     Column("stripe_object", String(255)),  # what to fetch line items from
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    # Indexed: each new sale looks for another source's telling among the recent ones.
+    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
     # "sale", or "refund": money given back, which becomes a credit note. A refund's amount
     # is in total (for refund_basis "charge", the charge's cumulative amount_refunded).
     Column("kind", String(20), nullable=False, server_default="sale"),
