@@ -535,6 +535,43 @@ def test_refund_note_says_when_its_email_fails(
     assert "invoicehook refund-note: the invoice job failed and will be retried" in captured.err
 
 
+def test_refund_waits_while_its_sale_is_recorded_but_not_invoiced(
+    runtime: Runtime,  # noqa: F811
+) -> None:
+    """The sale is in, its job has not run yet: the refund waits for the number, and is
+    not dropped."""
+    from invoicing.queue import Postponed
+
+    sell(runtime, checkout_event(1))
+    refund_id = sell(runtime, refund_event(1, 5000))
+    with pytest.raises(Postponed, match="is not invoiced yet"):
+        process_sale(runtime, refund_id)
+    assert credit_notes(runtime) == []
+    Worker(runtime).drain()  # the sale's job, then the refund's when it comes due
+    with write(runtime.engine) as conn:
+        conn.execute(update(jobs).where(jobs.c.state == "pending").values(run_after=utcnow()))
+    Worker(runtime).drain()
+    assert [n.total for n in credit_notes(runtime)] == [-5000]
+
+
+def test_credit_note_email_does_not_wait_behind_a_dead_invoice_job(
+    runtime: Runtime,  # noqa: F811
+) -> None:
+    """The invoice is numbered but its job is a dead letter: its credit note goes out rather
+    than waiting for an email that no job will send."""
+    from invoicing.pipeline import issue_now
+
+    sale_id = sell(runtime, checkout_event(1))
+    issue_now(runtime, sale_id)
+    with write(runtime.engine) as conn:
+        conn.execute(update(jobs).where(jobs.c.sale_id == sale_id).values(state="dead"))
+    refund_id = sell(runtime, refund_event(1, 5000))
+
+    assert process_sale(runtime, refund_id) == "credit note AV2026-000001 done"
+    (note,) = credit_notes(runtime)
+    assert note.email_status == "sent"
+
+
 def test_replay_says_when_the_job_fails_again(
     runtime: Runtime,  # noqa: F811
     tmp_path: Path,
@@ -606,6 +643,8 @@ def test_same_refund_credited_by_backfill_and_worker_at_once(
         lambda: Worker(runtime).run_once(),
     )
     assert not [r for r in results if isinstance(r, BaseException)], results
+    # Whichever came second, the backfill's answer is the one credit note, not "covered".
+    assert results[0] is not None and results[0].number == "AV2026-000001"
     Worker(runtime).drain()
     (note,) = credit_notes(runtime)
     with runtime.engine.connect() as conn:
