@@ -134,8 +134,13 @@ def issue_document(
             **values,
         )
     )
-    if settings.ledger_sheet is not None:
-        enqueue(conn, LEDGER_JOB, sale_id)
+    ledger_follows(conn, settings, sale_id)
     row = conn.execute(select(invoices).where(invoices.c.sale_id == sale_id)).first()
     assert row is not None
     return row
+
+
+def ledger_follows(conn: Connection, settings: Settings, sale_id: int) -> None:
+    """Queue the Sheet's update of this sale's row (its number, then its email status)."""
+    if settings.ledger_sheet is not None:
+        enqueue(conn, LEDGER_JOB, sale_id)

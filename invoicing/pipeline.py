@@ -18,8 +18,8 @@ from sqlalchemy.engine import Row
 
 from invoicing.errors import PermanentError
 from invoicing.model import Buyer, Invoice, Line, Seller, TaxLine
-from invoicing.numbering import issue_document
-from invoicing.queue import INVOICE_JOB, LEDGER_JOB, Postponed, enqueue
+from invoicing.numbering import issue_document, ledger_follows
+from invoicing.queue import INVOICE_JOB, Postponed
 from invoicing.refunds import issue_credit_note
 from invoicing.runtime import Runtime
 from invoicing.store import as_utc, invoices, jobs, sales, utcnow, write
@@ -216,12 +216,6 @@ def issue(rt: Runtime, sale: Row[Any], lines: list[dict[str, Any]]) -> Row[Any] 
     return row
 
 
-def _ledger_follows(rt: Runtime, conn: Any, sale_id: int) -> None:
-    """The Sheet's "Email" cell must follow the status: its writer updates it."""
-    if rt.settings.ledger_sheet is not None:
-        enqueue(conn, LEDGER_JOB, sale_id)
-
-
 def to_document(row: Row[Any]) -> tuple[Invoice, Seller]:
     """The stored invoice row as the values the PDF and the email are made from."""
     buyer = dict(row.buyer)
@@ -311,7 +305,7 @@ def send_email(rt: Runtime, row: Row[Any], *, again: bool = False, pdf: bytes | 
                 .where(invoices.c.id == row.id)
                 .values(email_status="skipped", email_error="the sale has no buyer email")
             )
-            _ledger_follows(rt, conn, row.sale_id)
+            ledger_follows(conn, rt.settings, row.sale_id)
         return "skipped: the sale has no buyer email"
     if row.emailed_at is not None and not again:
         return "already sent"
@@ -341,5 +335,5 @@ def send_email(rt: Runtime, row: Row[Any], *, again: bool = False, pdf: bytes | 
                 email_count=invoices.c.email_count + 1,
             )
         )
-        _ledger_follows(rt, conn, row.sale_id)
+        ledger_follows(conn, rt.settings, row.sale_id)
     return where
