@@ -118,6 +118,11 @@ class RefundDraft:
     # as those refunds, one by one, so refund.created for any of them is the same record.
     parts: tuple[RefundDraft, ...] = ()
 
+    @property
+    def records(self) -> tuple[RefundDraft, ...]:
+        """What is recorded for it: its listed refunds, or itself."""
+        return self.parts or (self,)
+
 
 @dataclass
 class Ignored:

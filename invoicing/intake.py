@@ -176,7 +176,7 @@ def _record_refund(
     sale must be weighed against each other under the write lock (invoicing/refunds.py)."""
     now = utcnow()
     recorded = []
-    for refund in draft.parts or (draft,):
+    for refund in draft.records:
         sale_id = conn.execute(
             sql.new_sale,
             {
@@ -206,7 +206,7 @@ def _record_refund(
             enqueue(conn, INVOICE_JOB, sale_id, now)
             recorded.append(sale_id)
     if not recorded:
-        keys = [refund.payment_key for refund in draft.parts or (draft,)]
+        keys = [refund.payment_key for refund in draft.records]
         existing = conn.execute(sql.sale_by_key, {"key": keys[0]}).scalar()
         return Outcome("duplicate", existing, f"refund {', '.join(keys)} is already recorded")
     return Outcome("accepted", recorded[0])
@@ -306,7 +306,7 @@ def replay(engine: Engine, event_id: str) -> Outcome:
     if isinstance(result, Ignored):
         return Outcome("ignored", reason=result.reason)
     # A charge.refunded that listed its refunds was recorded as those refunds.
-    drafts = result.parts if isinstance(result, RefundDraft) and result.parts else (result,)
+    drafts = result.records if isinstance(result, RefundDraft) else (result,)
     keys = [draft.payment_key for draft in drafts]
     with write(engine) as conn:
         recorded = list(
