@@ -42,7 +42,7 @@ def process_sale(rt: Runtime, sale_id: int, checkpoint: Callable[[], None] = lam
         raise PermanentError(f"sale {sale_id} does not exist")
     if sale.status == "duplicate":
         return f"sale {sale_id} is a duplicate of sale {sale.duplicate_of}; nothing to do"
-    row = issue_now(rt, sale_id)
+    row = _issue(rt, sale)
     if row is None and sale.kind == "refund":
         return f"refund {sale.payment_key} is covered by earlier credit notes; nothing to credit"
     if row is None:
@@ -87,15 +87,19 @@ def issue_now(rt: Runtime, sale_id: int) -> Row[Any] | None:
     paid order so that numbers follow payment dates; the queued job then finds the invoice
     issued and goes on with the PDF and the email.
     """
-    row = load_invoice(rt, sale_id)
-    if row is not None:
-        return row
     with rt.engine.connect() as conn:
         sale = conn.execute(select(sales).where(sales.c.id == sale_id)).first()
     if sale is None:
         raise PermanentError(f"sale {sale_id} does not exist")
+    return _issue(rt, sale)
+
+
+def _issue(rt: Runtime, sale: Row[Any]) -> Row[Any] | None:
+    row = load_invoice(rt, sale.id)
+    if row is not None:
+        return row
     if sale.kind == "refund":
-        return issue_credit_note(rt, sale_id)
+        return issue_credit_note(rt, sale.id)
     if sale.status == "duplicate" or _owned_elsewhere(rt, sale):
         return None
     return issue(rt, sale, _lines(rt, sale))  # None: it became a duplicate meanwhile
