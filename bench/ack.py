@@ -30,7 +30,6 @@ from bench.harness import (
     Service,
     checkout_event,
     cpu_seconds,
-    free_port,
     heading,
     info,
     percentile,
@@ -40,6 +39,7 @@ from bench.harness import (
     webhook_request,
 )
 from bench.loadgen import Load, Pool, run_loop
+from tests.conftest import free_port
 
 CONCURRENCY = 200
 PER_ROUTE = 2000  # requests per route per round

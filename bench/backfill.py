@@ -17,9 +17,10 @@ import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from bench.harness import CONFIG, BenchError, heading, info, run_main, verdict
+from bench.harness import BenchError, heading, info, run_main, verdict
 from invoicing.backfill import run_backfill
 from invoicing.settings import load_settings
+from tests.conftest import write_config
 from tests.stripe_server import API_KEY, StripeServer
 
 SALES = 1000
@@ -77,7 +78,7 @@ def main() -> int:
         fill(server)
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
-            (folder / "invoicehook.toml").write_text(CONFIG, encoding="utf-8")
+            write_config(folder)
             settings = load_settings(
                 {
                     "INVOICEHOOK_CONFIG": str(folder / "invoicehook.toml"),

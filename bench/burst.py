@@ -31,7 +31,6 @@ from bench.harness import (
     Service,
     checkout_event,
     cpu_seconds,
-    free_port,
     heading,
     info,
     run_main,
@@ -40,6 +39,7 @@ from bench.harness import (
     webhook_request,
 )
 from bench.loadgen import Load, Pool, run_loop
+from tests.conftest import free_port
 
 SALES = 1000
 CONCURRENCY = 100

@@ -23,7 +23,6 @@ from bench.harness import (
     BenchError,
     Service,
     checkout_event,
-    free_port,
     heading,
     info,
     run_main,
@@ -33,6 +32,7 @@ from bench.harness import (
 )
 from bench.loadgen import Pool, run_loop
 from integrations.google_client import GMAIL_SEND, SPREADSHEETS
+from tests.conftest import free_port
 from tests.google_server import GoogleFake, running
 
 SALES = 500

@@ -12,7 +12,6 @@ import hmac
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,25 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from tests.conftest import checkout_event as test_checkout_event
+from tests.conftest import write_config
+
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "whsec_bench_secret"
-CONFIG = """\
-[seller]
-name = "Zoé Dupont"
-address = ["12 rue des Lilas", "75011 Paris"]
-country = "FR"
-siren = "123456789"
-email = "zoe@example.com"
-
-[invoice]
-language = "fr"
-
-[vat]
-regime = "franchise"
-
-[email]
-from = "zoe@example.com"
-"""
 
 
 class BenchError(RuntimeError):
@@ -98,12 +83,6 @@ def percentile(sorted_values: list[float], q: float) -> float:
 # --- the seller's settings and the service's environment ------------------------------------
 
 
-def write_config(folder: Path) -> Path:
-    path = folder / "invoicehook.toml"
-    path.write_text(CONFIG, encoding="utf-8")
-    return path
-
-
 def service_env(folder: Path, port: int, **overrides: str) -> dict[str, str]:
     """The environment ``invoicehook serve`` gets: everything under ``folder``."""
     env = {
@@ -119,12 +98,6 @@ def service_env(folder: Path, port: int, **overrides: str) -> dict[str, str]:
     }
     env.update(overrides)
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- the service as a process ---------------------------------------------------------------
@@ -228,53 +201,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 def checkout_event(key: str, *, email: str = "lea@example.org", amount: int = 19900) -> bytes:
-    """A paid ``checkout.session.completed`` for one distinct session, as Stripe sends it."""
-    event = {
-        "id": f"evt_bench_{key}",
-        "object": "event",
-        "type": "checkout.session.completed",
-        "created": int(time.time()),
-        "data": {
-            "object": {
-                "id": f"cs_bench_{key}",
-                "object": "checkout.session",
-                "mode": "payment",
-                "payment_status": "paid",
-                "payment_intent": f"pi_bench_{key}",
-                "currency": "eur",
-                "amount_subtotal": amount,
-                "amount_total": amount,
-                "total_details": {"amount_tax": 0, "amount_discount": 0},
-                "created": int(time.time()),
-                "customer_details": {
-                    "name": "Léa Martin",
-                    "email": email,
-                    "address": {
-                        "line1": "1 rue Haute",
-                        "postal_code": "69001",
-                        "city": "Lyon",
-                        "country": "FR",
-                    },
-                    "tax_ids": [],
-                },
-                "line_items": {
-                    "object": "list",
-                    "data": [
-                        {
-                            "description": "Cours d'aquarelle",
-                            "quantity": 1,
-                            "amount_subtotal": amount,
-                            "amount_discount": 0,
-                            "amount_tax": 0,
-                            "amount_total": amount,
-                            "price": {"unit_amount": amount},
-                        }
-                    ],
-                },
-            }
-        },
-    }
-    return json.dumps(event).encode()
+    """A paid ``checkout.session.completed`` for one distinct session, as the tests send it."""
+    return json.dumps(test_checkout_event(key, email=email, amount=amount)).encode()
 
 
 def signature(body: bytes, secret: str = SECRET, timestamp: int | None = None) -> str:

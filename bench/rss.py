@@ -27,7 +27,6 @@ from bench.harness import (
     BenchError,
     Service,
     checkout_event,
-    free_port,
     heading,
     info,
     run_main,
@@ -37,6 +36,7 @@ from bench.harness import (
     write_config,
 )
 from bench.loadgen import Pool, run_loop
+from tests.conftest import free_port
 
 IDLE_BUDGET_MB = 120.0
 IDLE_SECONDS = 2.0

@@ -178,7 +178,8 @@ def _zapier(table: Mapping[str, Any]) -> dict[str, Any]:
                 f"zapier.fields.{name} in the config: expected the name of the Zap's field"
             )
     currency = str(table.get("currency", "EUR")).strip().upper()
-    if not is_currency(currency):
+    # Only what the seller wrote is checked: Babel's data need not load for the default.
+    if "currency" in table and not is_currency(currency):
         raise SettingsError(
             f"zapier.currency in the config: expected an ISO 4217 code like EUR, got {currency!r}"
         )
