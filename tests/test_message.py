@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
+import shutil
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from email.message import EmailMessage
@@ -259,14 +261,14 @@ def test_pdf_filename_keeps_only_the_base_name() -> None:
 def test_mjml_is_compiled_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
     """Many messages cost one MJML compilation."""
     calls = []
-    real = message_module.mrml.to_html
+    real = message_module.mjml.mjml2html
 
     def counting(*args: object, **kwargs: object) -> object:
         calls.append(1)
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
     message_module._environment.cache_clear()
-    monkeypatch.setattr(message_module.mrml, "to_html", counting)
+    monkeypatch.setattr(message_module.mjml, "mjml2html", counting)
     for number in ("F2026-000001", "F2026-000002", "F2026-000003"):
         build(make_invoice(number=number))
 
@@ -274,7 +276,7 @@ def test_mjml_is_compiled_once_per_process(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_mjml_that_drops_an_expression_is_refused() -> None:
-    """A placeholder mrml would silently drop is a template error, not a blank in the email."""
+    """A placeholder MJML would silently drop is a template error, not a blank in the email."""
     source = '<mjml><mj-body><mj-section><mj-column foo="{{ lost }}"><mj-text>{{ kept }}'
     source += "</mj-text></mj-column></mj-section></mj-body></mjml>"
 
@@ -284,5 +286,39 @@ def test_mjml_that_drops_an_expression_is_refused() -> None:
 
 def test_invalid_mjml_is_a_settings_error() -> None:
     """A broken template names itself."""
-    with pytest.raises(SettingsError, match="not valid MJML"):
+    with pytest.raises(SettingsError, match="^email.mjml: not valid MJML"):
         compile_mjml("<mjml><mj-body>", "email.mjml")
+
+
+def test_invalid_mjml_template_file_is_named(tmp_path: Path) -> None:
+    """A broken templates/email.mjml fails the message with the file's path."""
+    shutil.copytree(TEMPLATES / "texts", tmp_path / "texts")
+    broken = tmp_path / "email.mjml"
+    broken.write_text("<mjml><mj-body><mj-section>", encoding="utf-8")
+
+    with pytest.raises(SettingsError, match=f"^{re.escape(str(broken))}: not valid MJML"):
+        build(templates_dir=tmp_path)
+
+
+# MJML's Outlook conditionals are comments by syntax but part of the layout.
+_CONDITIONAL = re.compile(r"<!--\[if [^\]]*\]>(<!-->)?|<!--<!\[endif\]-->|<!\[endif\]-->")
+
+
+def assert_no_fonts_link_or_comment(html: str) -> None:
+    assert "fonts.googleapis.com" not in html
+    assert "<!--" not in _CONDITIONAL.sub("", html)
+
+
+def test_compiled_html_has_no_fonts_link_and_no_comment() -> None:
+    """The email makes no outside request and carries no comment of the template, even
+    when a font MJML would fetch from Google Fonts is named."""
+    template = (TEMPLATES / "email.mjml").read_text(encoding="utf-8")
+    source = "<mjml><mj-body><!-- a note --><mj-section><mj-column>"
+    source += '<mj-text font-family="Open Sans, Roboto">{{ kept }}<!-- another --></mj-text>'
+    source += "</mj-column></mj-section></mj-body></mjml>"
+
+    assert_no_fonts_link_or_comment(compile_mjml(template, "email.mjml"))
+    assert_no_fonts_link_or_comment(bodies(parsed(build()))[1])
+    html = compile_mjml(source)
+    assert_no_fonts_link_or_comment(html)
+    assert "{{ kept }}" in html and "Open Sans" in html
