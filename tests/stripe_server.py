@@ -5,6 +5,11 @@ with ``has_more`` and ``starting_after`` (the last id of the previous page). Pag
 most ``page_size`` objects whatever ``limit`` asks, so pagination really happens. Invoices
 carry their first ``page_size`` lines (Stripe embeds the first ten) and ``payments`` only
 when ``expand[]=data.payments`` is asked for, as Stripe does.
+
+PaymentIntents, Charges and Customers are retrieved by id (``GET /v1/payment_intents/{id}``,
+``/v1/charges/{id}``, ``/v1/customers/{id}``) from the dicts the test registers by id; a
+PaymentIntent's ``latest_charge`` and ``customer`` ids become the registered objects when
+``expand[]`` names them. An unknown id is Stripe's 404 ``resource_missing`` error.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from urllib.parse import parse_qs, urlsplit
 API_KEY = "sk_test_local"
 SESSION_LINES = re.compile(r"^/v1/checkout/sessions/([^/]+)/line_items$")
 INVOICE_LINES = re.compile(r"^/v1/invoices/([^/]+)/lines$")
+RETRIEVED = re.compile(r"^/v1/(payment_intents|charges|customers)/([^/]+)$")
+NOUNS = {"payment_intents": "payment_intent", "charges": "charge", "customers": "customer"}
 
 
 class StripeServer:
@@ -31,6 +38,9 @@ class StripeServer:
         self.invoices: list[dict[str, Any]] = []
         self.refunds: list[dict[str, Any]] = []
         self.line_items: dict[str, list[dict[str, Any]]] = {}  # session id → line items
+        self.payment_intents: dict[str, dict[str, Any]] = {}  # id → object, for retrieval
+        self.charges: dict[str, dict[str, Any]] = {}
+        self.customers: dict[str, dict[str, Any]] = {}
         self.requests: list[str] = []
         # Answer 500 to the requests this says yes to (path with its query string).
         self.fail_when: Callable[[str], bool] | None = None
@@ -88,7 +98,42 @@ class StripeServer:
         invoice = next((i for i in self.invoices if match and i["id"] == match.group(1)), None)
         if invoice is not None:
             return 200, self._page(url.path, invoice["lines"]["data"], query)
+        match = RETRIEVED.match(url.path)
+        if match:
+            # Every expand[] value, repeated keys included (the SDK numbers them).
+            expanded = {
+                value
+                for key, values in parse_qs(url.query).items()
+                if key.startswith("expand[")
+                for value in values
+            }
+            return self._retrieve(match.group(1), match.group(2), expanded)
         return 404, {"error": {"message": f"no such thing: {url.path}", "type": "invalid_request"}}
+
+    def _retrieve(
+        self, kind: str, object_id: str, expanded: set[str]
+    ) -> tuple[int, dict[str, Any]]:
+        found = {
+            "payment_intents": self.payment_intents,
+            "charges": self.charges,
+            "customers": self.customers,
+        }[kind].get(object_id)
+        if found is None:
+            return 404, {
+                "error": {
+                    "code": "resource_missing",
+                    "doc_url": "https://stripe.com/docs/error-codes/resource-missing",
+                    "message": f"No such {NOUNS[kind]}: '{object_id}'",
+                    "param": "id",
+                    "type": "invalid_request_error",
+                }
+            }
+        obj = json.loads(json.dumps(found))
+        if kind == "payment_intents":
+            for field, registry in (("latest_charge", self.charges), ("customer", self.customers)):
+                if field in expanded and isinstance(obj.get(field), str) and obj[field] in registry:
+                    obj[field] = json.loads(json.dumps(registry[obj[field]]))
+        return 200, obj
 
     def _filtered(self, objects: list[dict[str, Any]], query: dict[str, str]) -> list[Any]:
         kept = []
