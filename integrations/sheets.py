@@ -23,26 +23,8 @@ from invoicing.errors import PermanentError, SettingsError
 if TYPE_CHECKING:
     from google.auth.credentials import Credentials
 
-# google-auth and the API client are imported when first used: the web process reads
-# LEDGER_SHEET (sheet_id_of) but never writes to the Sheet.
-
-_URL_ID = re.compile(r"/spreadsheets/d/([A-Za-z0-9_-]+)")
-_BARE_ID = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def sheet_id_of(value: str) -> str:
-    """The spreadsheet id from ``LEDGER_SHEET``: the Sheet's URL or the id itself."""
-    value = value.strip()
-    found = _URL_ID.search(value)
-    if found:
-        return found.group(1)
-    if _BARE_ID.fullmatch(value):
-        return value
-    raise SettingsError(
-        "LEDGER_SHEET: expected the Google Sheet's URL "
-        "(https://docs.google.com/spreadsheets/d/<id>/edit) or its id, "
-        f"got {value[:60]!r}"
-    )
+# google-auth and the API client are imported when first used: the web process never
+# writes to the Sheet.
 
 
 def first_row_of(updated_range: str) -> int | None:
@@ -98,7 +80,7 @@ class LedgerSheet(GoogleApiClient):
             google_credentials, [SPREADSHEETS], api_endpoint=google_api_endpoint
         )
         return cls(
-            sheet_id_of(sheet),
+            sheet,
             tab,
             credentials,
             api_endpoint=google_api_endpoint,

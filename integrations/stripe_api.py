@@ -9,8 +9,9 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from integrations.stripe_events import checkout_line, invoice_line
-from invoicing.errors import PermanentError, TransientError
+from integrations.stripe_lines import Fields, buyer_of_intent, checkout_line, invoice_line
+from invoicing.errors import BadRequest, PermanentError, TransientError
+from invoicing.model import Buyer, Line
 
 # A Stripe invoice may be paid long after it was created (payment terms, failed renewals
 # retried for weeks): invoices created this long before the backfill's first day are listed
@@ -28,24 +29,39 @@ class StripeApi:
             options["base_addresses"] = {"api": api_base.rstrip("/")}
         self._client = stripe.StripeClient(api_key, **options)
 
-    def session_lines(self, session_id: str) -> list[dict[str, Any]]:
+    def session_lines(self, session_id: str) -> list[Line]:
         """Every line item of a Checkout Session, all pages, as invoice lines."""
         try:
             # Taxes are expanded so each line carries its VAT rate (Stripe Tax or tax rates).
             page = self._client.v1.checkout.sessions.line_items.list(
                 session_id, {"limit": 100, "expand": ["data.taxes"]}
             )
-            return [checkout_line(item.to_dict()) for item in page.auto_paging_iter()]
+            items = [item.to_dict() for item in page.auto_paging_iter()]
         except self._stripe.StripeError as exc:
             raise self._classify(exc) from exc
 
-    def invoice_lines(self, invoice_id: str) -> list[dict[str, Any]]:
+        return _read(lambda: [checkout_line(Fields(item, "line_item")) for item in items])
+
+    def invoice_lines(self, invoice_id: str) -> list[Line]:
         """Every line of a Stripe invoice, all pages, as invoice lines."""
         try:
             page = self._client.v1.invoices.line_items.list(invoice_id, {"limit": 100})
-            return [invoice_line(line.to_dict()) for line in page.auto_paging_iter()]
+            items = [line.to_dict() for line in page.auto_paging_iter()]
         except self._stripe.StripeError as exc:
             raise self._classify(exc) from exc
+        return _read(lambda: [invoice_line(Fields(item, "line")) for item in items])
+
+    def buyer_of_payment(self, payment_intent: str) -> Buyer | None:
+        """Who paid a PaymentIntent whose webhook named only ids: its charge's billing
+        details, else its customer."""
+        try:
+            pi = self._client.v1.payment_intents.retrieve(
+                payment_intent, {"expand": ["latest_charge", "customer"]}
+            ).to_dict()
+        except self._stripe.StripeError as exc:
+            raise self._classify(exc) from exc
+
+        return _read(lambda: buyer_of_intent(Fields(pi, "payment_intent")))
 
     def owner_of_payment_intent(self, payment_intent: str) -> str | None:
         """The Checkout Session or Stripe invoice that a PaymentIntent pays, if any."""
@@ -153,3 +169,11 @@ class StripeApi:
 
     def __repr__(self) -> str:
         return "StripeApi(api_key='***')"
+
+
+def _read(make: Any) -> Any:
+    """What Stripe answered, read; an answer not shaped as documented fails for good."""
+    try:
+        return make()
+    except BadRequest as exc:
+        raise PermanentError(f"Stripe API: an answer is not shaped as documented: {exc}") from exc

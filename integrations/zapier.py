@@ -8,14 +8,19 @@ reported at once, so a Zap can be fixed in one go.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from integrations.stripe_events import Ignored, SaleDraft
-from invoicing.errors import BadRequest
+from invoicing.drafts import Delivery, Draft, Ignored, SaleDraft
+from invoicing.errors import BadRequest, InvalidFields, Rejected, SettingsError, Unauthorized
+from invoicing.model import Buyer, EventRecord, Line
+from invoicing.sources import Inbound
 
 CANONICAL = (
     "order_id",
@@ -33,14 +38,6 @@ CANONICAL = (
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 AMOUNT = re.compile(r"^\d+(?:[.,]\d+)?$")
 MAX_AMOUNT = Decimal("1000000000")  # in major units: more is a mistake in the Zap
-
-
-class ZapierInvalid(BadRequest):
-    """The order's fields, each missing or invalid one with the reason."""
-
-    def __init__(self, fields: dict[str, str]) -> None:
-        self.fields = fields
-        super().__init__("some fields are missing or invalid: " + ", ".join(sorted(fields)))
 
 
 def _text(value: Any) -> str:
@@ -102,9 +99,9 @@ def to_sale(
     mapping: Mapping[str, str],
     now: datetime,
     default_currency: str = "EUR",
-) -> SaleDraft | Ignored:
+) -> Draft:
     """Translate a Zap's fields into a SaleDraft (Ignored for a free order), or raise
-    ZapierInvalid listing every problem."""
+    InvalidFields listing every problem."""
     from invoicing.money import is_currency, precision
 
     data = canonical(fields, mapping)
@@ -148,7 +145,7 @@ def to_sale(
     if len(data.get("order_id", "")) > 200:
         problems["order_id"] = "longer than 200 characters"
     if problems:
-        raise ZapierInvalid(problems)
+        raise InvalidFields(problems)
     assert amount is not None
     total = int(amount.scaleb(precision(currency)))
     if total == 0:  # as for Stripe: a free order is not a sale, and takes no number
@@ -162,30 +159,22 @@ def to_sale(
         subtotal=total,
         tax=0,
         total=total,
-        buyer={
-            "name": data.get("name") or email,
-            "email": email,
-            "address": address,
-            "country": country,
-            "vat_number": None,
-            "business_name": None,
-        },
-        lines=[
-            {
-                "description": data["product"],
-                "quantity": quantity,
-                "unit_amount": total // quantity,
-                "amount": total,
-                "tax_amount": 0,
-                "tax_rate": None,
-            }
-        ],
+        buyer=Buyer(
+            name=data.get("name") or email,
+            email=email,
+            address=tuple(address),
+            country=country,
+        ),
+        lines=(Line(data["product"], quantity, total // quantity, total),),
         payment_intent=data.get("stripe_payment_intent") or None,
     )
 
 
-def parse_body(body: bytes, content_type: str) -> dict[str, Any]:
-    """A Zap's JSON object or form-encoded body, as a flat mapping of names to values."""
+def parse_body(body: bytes, content_type: str | None) -> dict[str, Any]:
+    """A Zap's JSON object or form-encoded body, as a flat mapping of names to values.
+
+    Without a content type (a replay: only the body is stored) a body that opens with "{"
+    is JSON, anything else a form."""
     import json
     from urllib.parse import parse_qs
 
@@ -193,12 +182,87 @@ def parse_body(body: bytes, content_type: str) -> dict[str, Any]:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest("body is not UTF-8 text") from None
-    if content_type.split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
+    form = "application/x-www-form-urlencoded"
+    if content_type is None:
+        content_type = "application/json" if text.lstrip().startswith("{") else form
+    if content_type.split(";")[0].strip().lower() == form:
         return {k: v[-1] for k, v in parse_qs(text, keep_blank_values=True).items()}
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise BadRequest(f"body is neither JSON nor form-encoded: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest("body is not a JSON object")
     return data
+
+
+def check_fields(fields: Mapping[str, Any]) -> dict[str, str]:
+    """[zapier.fields] checked at start-up, so that a slip in it is not blamed on each post."""
+    for name, source in fields.items():
+        if name not in CANONICAL:
+            raise SettingsError(
+                f"zapier.fields.{name} in the config: not a canonical field; "
+                f"expected {', '.join(CANONICAL)}"
+            )
+        if not isinstance(source, str) or not source.strip():
+            raise SettingsError(
+                f"zapier.fields.{name} in the config: expected the name of the Zap's field"
+            )
+    return dict(fields)
+
+
+def _bearer(request: Inbound) -> str:
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return request.query.get("token", "")
+
+
+@dataclass
+class ZapierSource:
+    """``POST /webhooks/zapier``: ``Authorization: Bearer <ZAPIER_TOKEN>`` or ``?token=``."""
+
+    token: str | None
+    fields: dict[str, str]
+    currency: str = "EUR"
+    name: str = "zapier"
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ZapierSource:
+        from invoicing.money import is_currency
+
+        currency = settings.zapier_currency
+        if not is_currency(currency):
+            raise SettingsError(
+                f"zapier.currency in the config: expected an ISO 4217 code like EUR, "
+                f"got {currency!r}"
+            )
+        token = settings.zapier_token
+        fields = check_fields(settings.zapier_fields)
+        return cls(token.reveal() if token else None, fields, currency)
+
+    def not_ready(self) -> str | None:
+        return None if self.token else "ZAPIER_TOKEN is not set on this service"
+
+    def receive(self, request: Inbound) -> Delivery:
+        assert self.token is not None
+        given = _bearer(request)
+        if not given or not hmac.compare_digest(given.encode(), self.token.encode()):
+            raise Unauthorized("wrong or missing token")
+        raw = request.body.decode("utf-8", "replace")
+        try:
+            fields = parse_body(request.body, request.headers.get("content-type", ""))
+            draft = to_sale(fields, self.fields, request.received_at, self.currency)
+        except BadRequest as exc:
+            digest = hashlib.sha256(request.body).hexdigest()[:24]
+            raise Rejected(
+                exc, event_id=f"zapier:rejected:{digest}", event_type="zapier.order", raw=raw
+            ) from None
+        return Delivery(order_key(fields, self.fields), "zapier.order", raw, draft)
+
+    def replay(self, event: EventRecord) -> Draft:
+        fields = parse_body(event.raw.encode("utf-8"), None)
+        return to_sale(fields, self.fields, event.received_at, self.currency)
+
+    def __repr__(self) -> str:
+        return "ZapierSource(token='***')"

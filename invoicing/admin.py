@@ -11,32 +11,35 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, TextIO
+from typing import TextIO
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
-
-from integrations.stripe_events import RefundDraft
+from invoicing import records
+from invoicing.drafts import RefundDraft
 from invoicing.errors import InvoicehookError
 from invoicing.intake import record_refund
+from invoicing.model import DocumentKind, DocumentRecord, RefundBasis
 from invoicing.money import format_money, parse_amount
-from invoicing.refunds import already_credited, credit_in, lock_invoice
+from invoicing.queue import JobKind, job_of
+from invoicing.refunds import already_credited, credit_in
 from invoicing.runtime import Runtime
-from invoicing.store import as_utc, invoices, jobs, utcnow, write
+from invoicing.store import write
+from invoicing.terminal import print_table, table
 
 
-def refund_note(rt: Runtime, number: str, amount_text: str | None) -> tuple[Any, int]:
+def refund_note(rt: Runtime, number: str, amount_text: str | None) -> tuple[DocumentRecord, int]:
     """Record a refund of invoice ``number`` (all that is left, or ``amount_text``) and number
-    its credit note, in one transaction; returns the credit note's row and the id of the job
-    that renders and emails it."""
+    its credit note, in one transaction; returns the credit note and the id of the job that
+    renders and emails it."""
     language = rt.settings.invoice.language
     with write(rt.engine) as conn:
-        found = conn.execute(select(invoices).where(invoices.c.number == number)).first()
+        found = records.document(conn, number)
         if found is None:
             raise InvoicehookError(f"no invoice numbered {number}")
-        if found.kind != "invoice":
+        if found.kind != DocumentKind.INVOICE:
             raise InvoicehookError(f"{number} is a credit note; give the invoice's number")
-        original = lock_invoice(conn, found.sale_id)  # Stripe's refunds of it wait their turn
+        # Its row locked: Stripe's refunds of it wait their turn.
+        original = records.document_of_sale(conn, found.sale_id, for_update=True)
         assert original is not None
 
         def money(amount: int) -> str:
@@ -58,19 +61,21 @@ def refund_note(rt: Runtime, number: str, amount_text: str | None) -> tuple[Any,
                     f"--amount {money(amount)} is more than the {money(left)} left to credit on "
                     f"{number} (paid {money(original.total)}, already credited {money(credited)})"
                 )
+        now = rt.clock()
         draft = RefundDraft(
             payment_key=f"manual/{number}/{uuid.uuid4().hex[:12]}",
-            basis="manual",
+            basis=RefundBasis.MANUAL,
             refunds_payment=original.payment_reference,
             amount=amount,
             currency=original.currency,
-            refunded_at=utcnow(),
+            refunded_at=now,
             source="manual",
             refund_of=original.sale_id,
         )
-        refund_id = record_refund(conn, "cli", draft).sale_id
+        refund_id = record_refund(conn, "cli", draft, now).sale_id
         assert refund_id is not None
-        job_id = conn.execute(select(jobs.c.id).where(jobs.c.sale_id == refund_id)).scalar_one()
+        job_id = job_of(conn, refund_id, JobKind.INVOICE)
+        assert job_id is not None
         note = credit_in(conn, rt, refund_id)
         # Under the invoice's lock nothing can have changed since `left` was read.
         assert note is not None and -note.total == amount, "credit note does not match the refund"
@@ -78,47 +83,49 @@ def refund_note(rt: Runtime, number: str, amount_text: str | None) -> tuple[Any,
 
 
 def list_documents(rt: Runtime, month: str | None, out: TextIO) -> int:
-    """Print the invoices and credit notes (of one month of the seller's calendar); returns
-    how many were printed."""
+    """Print the invoices and credit notes (of one month of the seller's calendar), then the
+    sales held for want of something; returns how many documents were printed."""
     zone = ZoneInfo(rt.settings.invoice.timezone)
     language = rt.settings.invoice.language
-    query = select(invoices).order_by(invoices.c.issued_at, invoices.c.id)
-    if month is not None:
-        start, end = month_bounds(month, zone)
-        query = query.where(invoices.c.issued_at >= start, invoices.c.issued_at < end)
+    start, end = month_bounds(month, zone) if month is not None else (None, None)
     with rt.engine.connect() as conn:
-        rows = conn.execute(query).all()
-    if not rows:
+        docs = records.documents(conn, issued_from=start, issued_to=end)
+        held = records.held_sales(conn)
+    if not docs:
         print("no invoices" + (f" issued in {month}" if month else " yet"), file=out)
-        return 0
-    table = [("Date", "Number", "Kind", "Buyer", "Amount", "Email")]
-    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for row in rows:
-        buyer = dict(row.buyer)
-        table.append(
-            (
-                as_utc(row.issued_at).astimezone(zone).strftime("%Y-%m-%d"),
-                row.number,
-                "credit note" if row.kind == "credit_note" else "invoice",
-                _clip(str(buyer.get("business_name") or buyer.get("name") or buyer.get("email"))),
-                format_money(row.total, row.currency, language),
-                row.email_status,
+    else:
+        rows = table(
+            ("Date", {"no_wrap": True}),
+            ("Number", {"no_wrap": True}),
+            ("Kind", {"no_wrap": True}),
+            ("Buyer", {"max_width": 32, "overflow": "ellipsis"}),
+            ("Amount", {"justify": "right", "no_wrap": True}),
+            ("Email", {"no_wrap": True}),
+        )
+        totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for doc in docs:
+            buyer = doc.buyer
+            rows.add_row(
+                doc.issued_at.astimezone(zone).strftime("%Y-%m-%d"),
+                doc.number,
+                "credit note" if doc.kind == DocumentKind.CREDIT_NOTE else "invoice",
+                buyer.business_name or buyer.name or buyer.email,
+                format_money(doc.total, doc.currency, language),
+                str(doc.email_status),
             )
-        )
-        totals[row.currency][0 if row.kind == "invoice" else 1] += row.total
-    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
-    for line in table:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)), file=out
-        )
-    for currency, (invoiced, credited) in sorted(totals.items()):
-        print(
-            f"{currency}: invoiced {format_money(invoiced, currency, language)}, "
-            f"credited {format_money(-credited, currency, language)}, "
-            f"net {format_money(invoiced + credited, currency, language)}",
-            file=out,
-        )
-    return len(rows)
+            totals[doc.currency][0 if doc.kind == DocumentKind.INVOICE else 1] += doc.total
+        print_table(out, rows)
+        for currency, (invoiced, credited) in sorted(totals.items()):
+            print(
+                f"{currency}: invoiced {format_money(invoiced, currency, language)}, "
+                f"credited {format_money(-credited, currency, language)}, "
+                f"net {format_money(invoiced + credited, currency, language)}",
+                file=out,
+            )
+    for sale in held:
+        amount = format_money(sale.total, sale.currency, language)
+        print(f"HELD sale {sale.id} ({sale.payment_key}, {amount}): {sale.held_reason}", file=out)
+    return len(docs)
 
 
 def month_bounds(month: str, zone: ZoneInfo) -> tuple[datetime, datetime]:
@@ -133,7 +140,3 @@ def month_bounds(month: str, zone: ZoneInfo) -> tuple[datetime, datetime]:
         datetime(first.year, first.month, 1, tzinfo=zone).astimezone(UTC),
         datetime(following.year, following.month, 1, tzinfo=zone).astimezone(UTC),
     )
-
-
-def _clip(text: str, width: int = 32) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"

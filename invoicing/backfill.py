@@ -21,18 +21,21 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from integrations.stripe_events import Ignored, RefundDraft, SaleDraft, to_sale
+from integrations.stripe_events import to_sale
+from invoicing import records
+from invoicing.drafts import Delivery, Draft, Ignored, RefundDraft, SaleDraft
 from invoicing.errors import BadRequest, PermanentError, TransientError
 from invoicing.intake import record
+from invoicing.model import Buyer, SaleStatus
 from invoicing.money import format_money
-from invoicing.pipeline import issue_now
+from invoicing.pipeline import SaleHeld, issue_now
 from invoicing.queue import Postponed, revive
 from invoicing.runtime import Runtime, build_runtime
 from invoicing.settings import Settings
-from invoicing.store import invoices, sales, write
+from invoicing.store import write
+from invoicing.terminal import Progress, print_table, table
 
 PROG = "invoicehook backfill"
 SESSION_EVENT = "checkout.session.completed"
@@ -46,7 +49,7 @@ class Payment:
     """One paid Stripe object, what the webhook translation makes of it, and its fate."""
 
     event: dict[str, Any]
-    result: SaleDraft | RefundDraft | Ignored
+    result: Draft
     paid_at: datetime
     skip: str | None = None  # why it is not invoiced
     sale_id: int | None = None  # recorded before (or by) this run
@@ -188,49 +191,28 @@ def _check_known(conn: Connection, payment: Payment) -> None:
     if isinstance(draft, Ignored):
         payment.skip = draft.reason
         return
-    if isinstance(draft, RefundDraft):
-        known = conn.execute(
-            select(sales.c.id, sales.c.status, invoices.c.number)
-            .select_from(sales.outerjoin(invoices, invoices.c.sale_id == sales.c.id))
-            .where(sales.c.payment_key == draft.payment_key)
-        ).first()
-        if known is not None and known.number is not None:
-            payment.skip = f"already credited ({known.number})"
-        elif known is not None and known.status == "covered":
+    mine = records.sales_with_numbers(conn, payment_key=draft.payment_key)
+    if mine:
+        sale, number = mine[0]
+        if number is not None:
+            verb = "credited" if isinstance(draft, RefundDraft) else "invoiced"
+            payment.skip = f"already {verb} ({number})"
+        elif sale.status == SaleStatus.COVERED:
             payment.skip = "already covered by earlier credit notes"
-        elif known is not None:
-            payment.sale_id = known.id
-        return
-    with_number = sales.outerjoin(invoices, invoices.c.sale_id == sales.c.id)
-    columns = (sales.c.id, sales.c.status, sales.c.payment_key, invoices.c.number)
-    mine = conn.execute(
-        select(*columns, sales.c.duplicate_of)
-        .select_from(with_number)
-        .where(sales.c.payment_key == draft.payment_key)
-    ).first()
-    if mine is not None:
-        if mine.number is not None:
-            payment.skip = f"already invoiced ({mine.number})"
-        elif mine.status == "duplicate":
-            owner = f" of sale {mine.duplicate_of}" if mine.duplicate_of else ""
+        elif sale.status == SaleStatus.DUPLICATE:
+            owner = f" of sale {sale.duplicate_of}" if sale.duplicate_of else ""
             payment.skip = f"already recorded as a duplicate{owner}"
         else:  # recorded (a webhook, an earlier run that stopped) and waiting for its number
-            payment.sale_id = mine.id
+            payment.sale_id = sale.id
         return
-    if not draft.payment_intent:
+    if isinstance(draft, RefundDraft) or not draft.payment_intent:
         return
-    others = conn.execute(
-        select(*columns)
-        .select_from(with_number)
-        .where(sales.c.payment_intent == draft.payment_intent, sales.c.status != "duplicate")
-        .order_by(sales.c.id)
-    ).all()
-    for other in others:
-        if other.number is None and other.payment_key == draft.payment_intent:
+    for other, number in records.sales_with_numbers(conn, payment_intent=draft.payment_intent):
+        if number is None and other.payment_key == draft.payment_intent:
             continue  # a bare PaymentIntent waiting out its grace period: this sale replaces it
         payment.skip = (
-            f"already invoiced ({other.number}, {other.payment_key})"
-            if other.number is not None
+            f"already invoiced ({number}, {other.payment_key})"
+            if number is not None
             else f"already recorded ({other.payment_key})"
         )
         return
@@ -252,7 +234,7 @@ def _check_refunded_sale(
     if buyer is None:
         payment.skip = f"its sale ({pi}) is not invoiced here: paid before --since?"
         return
-    payment.buyer = _buyer_text(buyer.get("name"), buyer.get("email"))
+    payment.buyer = _buyer_text(buyer.name, buyer.email)
 
 
 def _buyer_of_sale(
@@ -260,13 +242,12 @@ def _buyer_of_sale(
     payments: list[Payment],
     intents: frozenset[str] | set[str] = frozenset(),
     keys: frozenset[str] | set[str] = frozenset(),
-) -> dict[str, Any] | None:
+) -> Buyer | None:
     """The buyer of the sale with one of these PaymentIntents or payment keys: recorded
     already, or about to be invoiced by this run."""
-    match = (sales.c.payment_intent.in_(intents)) | (sales.c.payment_key.in_(keys))
-    found = conn.execute(select(sales.c.buyer).where(sales.c.kind == "sale", match)).first()
+    found = records.buyer_of_sale(conn, intents=intents, keys=keys)
     if found is not None:
-        return dict(found.buyer)
+        return found
     for other in payments:
         sale = other.result
         wanted = isinstance(sale, SaleDraft) and (
@@ -285,14 +266,8 @@ def _invoice(rt: Runtime, todo: list[Payment], progress: Progress) -> None:
         assert isinstance(payment.result, SaleDraft | RefundDraft)
         if payment.sale_id is None:
             event = payment.event
-            outcome = record(
-                rt.engine,
-                source="stripe",
-                event_id=event["id"],
-                event_type=event["type"],
-                raw=json.dumps(event),
-                result=payment.result,
-            )
+            delivery = Delivery(event["id"], event["type"], json.dumps(event), payment.result)
+            outcome = record(rt.engine, source="stripe", delivery=delivery, clock=rt.clock)
             if outcome.status != "accepted" or outcome.sale_id is None:
                 payment.skip = outcome.reason or outcome.status  # arrived meanwhile
                 continue
@@ -307,6 +282,9 @@ def _invoice(rt: Runtime, todo: list[Payment], progress: Progress) -> None:
             row = issue_now(rt, payment.sale_id)
         except Postponed:  # its sale came by webhook and waits for the worker's number
             payment.later = "recorded; the service credits it once its sale is invoiced"
+            continue
+        except SaleHeld as held:
+            payment.later = f"held: {held}"
             continue
         if row is None:
             payment.skip = (
@@ -323,35 +301,29 @@ def _print_table(
 ) -> None:
     if not payments:
         return
-    header = ("Paid", "Buyer", "Amount", "Stripe", "Action")
-    rows = [header]
+    rows = table(
+        ("Paid", {"no_wrap": True}),
+        ("Buyer", {"max_width": BUYER_WIDTH, "overflow": "ellipsis"}),
+        ("Amount", {"justify": "right", "no_wrap": True}),
+        ("Stripe", {"no_wrap": True}),
+        ("Action", {}),
+    )
     for p in payments:
-        rows.append(
-            (
-                p.paid_at.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
-                _buyer(p),
-                _amount(p, language),
-                p.stripe_id,
-                p.action(done=done),
-            )
+        rows.add_row(
+            p.paid_at.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
+            _buyer(p),
+            _amount(p, language),
+            p.stripe_id,
+            p.action(done=done),
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    for row in rows:
-        cells = [
-            row[0].ljust(widths[0]),
-            row[1].ljust(widths[1]),
-            row[2].rjust(widths[2]),
-            row[3].ljust(widths[3]),
-            row[4],
-        ]
-        print("  ".join(cells), file=out)
+    print_table(out, rows)
 
 
 def _buyer(payment: Payment) -> str:
     if isinstance(payment.result, RefundDraft):
         return payment.buyer or "-"
     if isinstance(payment.result, SaleDraft):
-        name, email = payment.result.buyer.get("name"), payment.result.buyer.get("email")
+        name, email = payment.result.buyer.name, payment.result.buyer.email
     else:
         obj = payment.event["data"]["object"]
         details = obj.get("customer_details") or {}
@@ -425,32 +397,3 @@ def _flat(exc: Exception) -> str:
 
 def _error(message: str) -> None:
     print(f"{PROG}: {message}", file=sys.stderr)
-
-
-class Progress:
-    """A one-line bar redrawn with a carriage return, only on a terminal."""
-
-    WIDTH = 30
-
-    def __init__(self, out: TextIO) -> None:
-        isatty = getattr(out, "isatty", None)
-        self.out = out
-        self.enabled = bool(isatty and isatty())
-        self._shown = 0
-
-    def note(self, text: str) -> None:
-        if not self.enabled:
-            return
-        self.out.write("\r" + text.ljust(self._shown))
-        self.out.flush()
-        self._shown = len(text)
-
-    def bar(self, done: int, total: int, label: str) -> None:
-        filled = self.WIDTH * done // total if total else self.WIDTH
-        self.note(f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {done}/{total} {label}".rstrip())
-
-    def clear(self) -> None:
-        if self.enabled and self._shown:
-            self.out.write("\r" + " " * self._shown + "\r")
-            self.out.flush()
-            self._shown = 0

@@ -10,18 +10,56 @@ EXAMPLE_SELLER = ("123456789", "zoe@example.com")  # invoicehook.example.toml's
 
 
 def _database(settings: Settings) -> str:
-    from sqlalchemy import text
-
+    from invoicing import records
     from invoicing.store import make_engine, migrate
 
     engine = make_engine(settings.database_url)
     try:
         migrate(engine)
         with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+            records.ping(conn)
     finally:
         engine.dispose()
     return "reachable, schema up to date"
+
+
+def warnings(settings: Settings) -> list[str]:
+    """What the seller should act on, from the database: sales held for want of a buyer,
+    taxes Stripe charged under a regime that charges none, deliveries refused, dead jobs."""
+    from invoicing import records
+    from invoicing.money import format_money
+    from invoicing.queue import failures
+    from invoicing.store import make_engine
+
+    engine = make_engine(settings.database_url)
+    try:
+        with engine.connect() as conn:
+            held = records.held_sales(conn)
+            clashes = records.tax_under_exempt_regime(conn)
+            rejected = records.rejected_events(conn)
+            dead = [f for f in failures(conn) if not f.will_retry]
+    finally:
+        engine.dispose()
+    found = [f"sale {sale.id} is held: {sale.held_reason}" for sale in held]
+    language = settings.invoice.language
+    for doc in clashes:
+        tax = format_money(doc.tax, doc.currency, language)
+        found.append(
+            f"{doc.number} carries {tax} of tax that Stripe charged, under regime "
+            f"{doc.regime!s}, which charges none: turn off Stripe Tax (or its tax rates) for "
+            "this account, or set the [vat] regime your accountant confirms"
+        )
+    for event in rejected:
+        found.append(
+            f"event {event.id} ({event.source}) was refused: {event.error}; once fixed, "
+            f"`invoicehook replay {event.id}`"
+        )
+    for job in dead:
+        found.append(
+            f"the {job.kind} job of sale {job.sale_id} is a dead letter: {job.error}; "
+            "fix the cause, then `invoicehook replay` its event"
+        )
+    return found
 
 
 def _storage(settings: Settings) -> str:
@@ -105,4 +143,10 @@ def run_checks(settings: Settings) -> int:
             failed += 1
             verdict = f"FAIL  {type(exc).__name__}: {exc}"
         print(f"{name:<10} {verdict}")
+    try:
+        found = warnings(settings)
+    except Exception as exc:  # the database check above has said why
+        found = [f"could not read the records: {type(exc).__name__}: {exc}"]
+    for line in found:
+        print(f"{'records':<10} WARN  {line}")
     return 1 if failed else 0

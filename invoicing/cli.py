@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -15,11 +14,14 @@ from invoicing.errors import InvoicehookError, SettingsError
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from invoicing.settings import Settings
 
-def _settings():  # type: ignore[no-untyped-def]
+
+def _settings() -> Settings:
+    from invoicing.runtime import check_wiring
     from invoicing.settings import load_settings
 
-    return load_settings(os.environ)
+    return check_wiring(load_settings(os.environ))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -31,14 +33,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port = args.port if args.port is not None else int(os.environ.get("PORT", "8000"))
     except ValueError:
         raise SettingsError(f"PORT: expected a number, got {os.environ['PORT']!r}") from None
+    from invoicing.logs import AccessLog
+
     app = create_app(_settings())
     # uvicorn turns SIGTERM/SIGINT into a lifespan shutdown: the worker stops taking jobs
-    # and finishes the ones in hand.
+    # and finishes the ones in hand. Its own access log would print ?token=…: ours masks it,
+    # and log_config=None leaves its lines to our handler.
     uvicorn.run(
-        app,
+        AccessLog(app),
         host=args.host,
         port=port,
         log_level="info",
+        log_config=None,
+        access_log=False,
         timeout_graceful_shutdown=20,
         proxy_headers=True,
         forwarded_allow_ips="*",
@@ -72,11 +79,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     rt = build_runtime(_settings())
     try:
-        outcome = replay(rt.engine, args.event_id)
+        outcome = replay(rt.engine, rt.sources, args.event_id, clock=rt.clock)
     except LookupError as exc:
         print(f"invoicehook replay: {exc}", file=sys.stderr)
         return 1
-    print(f"{args.event_id}: {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else ""))
+    said = f" ({outcome.reason})" if outcome.reason else ""
+    print(f"{args.event_id}: {outcome.status}{said}")
     ran = Worker(rt).drain()
     print(f"ran {ran} job(s)")
     if outcome.sale_id is None:
@@ -87,22 +95,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def _said_failed_jobs(engine: Engine, sale_id: int, command: str, again: str = "") -> bool:
     """Say on stderr which of the sale's jobs failed (and whether they will be retried);
     whether any did."""
-    from sqlalchemy import select
-
-    from invoicing.store import jobs
+    from invoicing.queue import failures
 
     with engine.connect() as conn:
-        failed = conn.execute(
-            select(jobs.c.kind, jobs.c.state, jobs.c.last_error).where(
-                jobs.c.sale_id == sale_id,
-                jobs.c.state.in_(("dead", "pending")),
-                jobs.c.last_error.is_not(None),
-            )
-        ).all()
+        failed = failures(conn, sale_id)
     for job in failed:
-        reason = job.last_error.splitlines()[0]
-        later = f"is a dead letter{again}" if job.state == "dead" else "failed and will be retried"
-        print(f"invoicehook {command}: the {job.kind} job {later}: {reason}", file=sys.stderr)
+        later = "failed and will be retried" if job.will_retry else f"is a dead letter{again}"
+        print(f"invoicehook {command}: the {job.kind} job {later}: {job.error}", file=sys.stderr)
     return bool(failed)
 
 
@@ -124,11 +123,32 @@ def cmd_resend(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
-    from invoicing.ledger import rebuild
+    import time
+
+    from invoicing import records
+    from invoicing.queue import NO_SALE, JobKind, enqueue, failures
     from invoicing.runtime import build_runtime
+    from invoicing.store import write
+    from invoicing.worker import Worker
 
     rt = build_runtime(_settings())
-    count = rebuild(rt)
+    if rt.settings.ledger_sheet is None:
+        raise SettingsError("LEDGER_SHEET: not set; expected the Google Sheet's URL or id")
+    # A job, so that it takes turns with the service's ledger writer (queue.EXCLUSIVE).
+    with write(rt.engine) as conn:
+        job_id = enqueue(conn, JobKind.LEDGER_REBUILD, NO_SALE)
+    deadline = time.monotonic() + 300
+    while not Worker(rt).run_once(job_id=job_id):
+        if time.monotonic() > deadline:
+            print("invoicehook ledger: the Sheet's writer stayed busy; the service will rebuild")
+            return 1
+        time.sleep(0.5)  # a command may wait its turn; the service's batch is seconds
+    with rt.engine.connect() as conn:
+        failed = [f for f in failures(conn, NO_SALE) if f.job_id == job_id]
+        count = len(records.documents(conn))
+    if failed:
+        print(f"invoicehook ledger rebuild: {failed[0].error}", file=sys.stderr)
+        return 1
     print(f"ledger rebuilt: header and {count} invoice row(s) in tab {rt.settings.ledger_tab!r}")
     return 0
 
@@ -281,10 +301,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # "Running upgrade …" is noise
-    if level != "DEBUG":
-        logging.getLogger("stripe").setLevel(logging.WARNING)  # a line for every API call
+    from invoicing.logs import configure
+
+    configure(level)
     try:
         return int(args.func(args))
     except SettingsError as exc:

@@ -18,7 +18,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from invoicing import records
+from invoicing.model import DocumentRecord
 
 DEMO_ENV = {
     "DATABASE_URL": "sqlite:///var/demo/invoicehook.db",
@@ -116,16 +117,12 @@ def _post(port: int, secret: str, event: dict[str, Any], now: int) -> None:
         print(f"POST /webhooks/stripe ({event['type']}) → {response.status} {answer}")
 
 
-def _emailed(rt: Any, reference: str, timeout: float = 60) -> Any:
+def _emailed(rt: Any, reference: str, timeout: float = 60) -> DocumentRecord | None:
     """The document paid (or refunded) under ``reference``, once emailed; None at the timeout."""
-    from invoicing.store import invoices
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with rt.engine.connect() as conn:
-            row = conn.execute(
-                select(invoices).where(invoices.c.payment_reference == reference)
-            ).first()
+            row = records.document_by_reference(conn, reference)
         if row is not None and row.emailed_at is not None:
             return row
         time.sleep(0.1)
@@ -142,6 +139,7 @@ def run_demo() -> int:
     import uvicorn
 
     from app import create_app
+    from invoicing.runtime import check_wiring
     from invoicing.settings import load_settings
 
     # The demo's own database, folders and secret, whatever the shell has set: a demo sale
@@ -151,7 +149,7 @@ def run_demo() -> int:
         env["INVOICEHOOK_CONFIG"] = "invoicehook.example.toml"
     port = _free_port()
     env["PUBLIC_URL"] = f"http://127.0.0.1:{port}"  # the email's link: this demo's service
-    settings = load_settings(env)
+    settings = check_wiring(load_settings(env))
     app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -179,7 +177,8 @@ def run_demo() -> int:
         return 1
     outbox = _outbox_file(settings.email_url, row.number)
     print()
-    print(f"Invoice {row.number} for {row.buyer['name']} <{row.buyer['email']}>")
+    assert row.pdf_key is not None and note.pdf_key is not None
+    print(f"Invoice {row.number} for {row.buyer.name} <{row.buyer.email}>")
     print(f"  PDF:      {rt.storage.describe(row.pdf_key)}")
     print(f"  email:    {outbox}")
     print(f"Credit note {note.number}: 50 € of it refunded")
@@ -190,7 +189,7 @@ def run_demo() -> int:
     print()
     print("Open the PDF, and the .eml in any mail program. The download link in the email")
     print("pointed at the demo's own service, which has stopped; in production it uses")
-    print("PUBLIC_URL. Next: copy invoicehook.example.toml to invoicehook.toml (see README).")
+    print("PUBLIC_URL. Next: copy invoicehook.example.toml to invoicehook.toml (see README.md).")
     return 0
 
 

@@ -124,11 +124,18 @@ class InvoiceRenderer:
         if buyer.email != heading:
             buyer_lines.append(buyer.email)
 
-        taxed = regime in TAXED_REGIMES
+        # A tax Stripe charged is printed as charged, whatever the regime says: hiding what
+        # the buyer paid would make a false invoice (the clash is `check`'s warning).
+        charged = invoice.tax != 0
+        taxed = regime in TAXED_REGIMES or charged
         header = [t["description"], t["quantity"], t["unit_price"]]
         header += [t["tax_rate"]] if taxed else []
         header += [t["line_total"]]
-        rows = [self._row(line, money, t, lang, taxed) for line in invoice.lines]
+        rows = [
+            row
+            for line in invoice.lines
+            for row in self._rows(line, money, t, lang, taxed, invoice.timezone)
+        ]
 
         # The B2B late-payment penalty and the 40 € recovery indemnity (C. com. L441-10).
         # A credit note is money given back: no payment terms apply to it.
@@ -149,31 +156,40 @@ class InvoiceRenderer:
             "table": {"header": header, "rows": rows},
             "totals": self._totals(invoice, money, t, lang, regime),
             "payment": _payment(invoice, t, lang),
-            "regime_mention": t["mentions"].get(regime, ""),
+            "regime_mention": ""
+            if charged and regime in EXEMPT_REGIMES
+            else t["mentions"].get(regime, ""),
             "terms": terms,
             "footer": t["footer"].format(seller=seller_name, registration=registration),
         }
 
     @staticmethod
-    def _row(line: Line, money: _Money, t: dict[str, Any], lang: str, taxed: bool) -> list[str]:
+    def _rows(
+        line: Line, money: _Money, t: dict[str, Any], lang: str, taxed: bool, zone: str = "UTC"
+    ) -> list[list[str]]:
+        """The line at its price, then its discount as a negative row: the rows add up to
+        the subtotal, and the discount is there to read (C. com. L441-9: rabais, remises)."""
         description = line.description
-        if line.period:
-            start, end = (format_date(day, lang) for day in line.period)
+        period = _days(line.period, zone)
+        if period:
+            start, end = (format_date(day, lang) for day in period)
             description += "\n" + t["period"].format(start=start, end=end)
+        rate = (_rate(line.tax_rate, t, lang) if line.tax_rate else "—") if taxed else None
         row = [description, format_number(line.quantity, lang), money(line.unit_amount)]
-        if taxed:
-            row.append(_rate(line.tax_rate, t, lang) if line.tax_rate else "—")
-        row.append(money(line.amount))
-        return row
+        rows = [[*row, *([rate] if rate else []), money(line.gross)]]
+        if line.discount:
+            label = t["discount"] + (f" — {line.discount_label}" if line.discount_label else "")
+            rows.append([label, "", "", *([rate] if rate else []), money(-line.discount)])
+        return rows
 
     @staticmethod
     def _totals(
         invoice: Invoice, money: _Money, t: dict[str, Any], lang: str, regime: str
     ) -> list[dict[str, Any]]:
-        if regime in EXEMPT_REGIMES:
+        if regime in EXEMPT_REGIMES and not invoice.tax:
             return [{"label": t["total"], "value": money(invoice.total), "strong": True}]
         rows = [{"label": t["subtotal"], "value": money(invoice.subtotal), "strong": False}]
-        if regime in TAXED_REGIMES and invoice.tax_lines:
+        if (regime in TAXED_REGIMES or invoice.tax) and invoice.tax_lines:
             for tax in invoice.tax_lines:
                 # Stripe tells the rate only when line taxes are expanded; without it the
                 # line still shows the VAT it charged, just without a percentage.
@@ -287,3 +303,12 @@ def _paid_on(invoice: Invoice) -> date:
     if isinstance(paid, date):
         return paid
     return invoice.sale_date
+
+
+def _days(period: tuple[datetime, datetime] | None, zone: str) -> tuple[date, date] | None:
+    """A service period as the seller's calendar days; none when it is less than a day."""
+    if not period:
+        return None
+    local = ZoneInfo(zone)
+    start, end = (moment.astimezone(local).date() for moment in period)
+    return (start, end) if end > start else None

@@ -3,7 +3,10 @@
 The worker decides what to do with a failed step from the class alone:
 ``TransientError`` is retried with backoff, ``PermanentError`` goes straight to the dead
 letters, anything else is retried like a transient error (a bug may be fixed by a deploy).
+The web layer answers a request from the class too: each request error carries its status.
 """
+
+from __future__ import annotations
 
 
 class InvoicehookError(Exception):
@@ -23,4 +26,39 @@ class PermanentError(InvoicehookError):
 
 
 class BadRequest(InvoicehookError):
-    """A webhook body or signature is not acceptable; the message says why."""
+    """A request body or signature is not acceptable; the message says why."""
+
+    status = 400
+
+    def __init__(self, message: str, fields: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.fields = fields or {}
+
+
+class InvalidFields(BadRequest):
+    """Fields missing or invalid, each with its reason (a Zap's post)."""
+
+    status = 422
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__("some fields are missing or invalid: " + ", ".join(sorted(fields)), fields)
+
+
+class Unauthorized(InvoicehookError):
+    """The request does not carry the source's secret."""
+
+    status = 401
+
+
+class Rejected(InvoicehookError):
+    """An authentic delivery that is not valid: kept (outcome "rejected") and refused.
+
+    Kept so that the seller sees it and can replay it once the cause is fixed; ``cause``
+    says what was wrong and gives the answer's status."""
+
+    def __init__(self, cause: BadRequest, *, event_id: str, event_type: str, raw: str) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.event_id = event_id
+        self.event_type = event_type
+        self.raw = raw

@@ -13,17 +13,16 @@ from urllib.parse import quote
 
 from sqlalchemy import Engine
 
-from invoicing.store import get_meta, meta, write
+from invoicing import records
+from invoicing.store import write
 
 KEY_NAME = "link_key"
 
 
 def load_key(engine: Engine) -> bytes:
-    from invoicing.intake import insert_new
-
     with write(engine) as conn:
-        insert_new(conn, meta, {"key": KEY_NAME, "value": secrets.token_hex(32)})
-        value = get_meta(conn, KEY_NAME)
+        records.set_meta(conn, KEY_NAME, secrets.token_hex(32), only_if_new=True)
+        value = records.get_meta(conn, KEY_NAME)
     assert value is not None
     return bytes.fromhex(value)
 

@@ -1,31 +1,46 @@
 """The steps that turn a recorded sale into an emailed invoice.
 
-issue (line items, then number + invoice row in one transaction) → render and store the
-PDF → email it. Each step commits that it is done before the next starts, so a retry or a
-restart resumes at the first unfinished step and never repeats a finished one.
+issue (buyer and line items, then number + invoice row in one transaction) → render and
+store the PDF → email it. Each step commits that it is done before the next starts, so a
+retry or a restart resumes at the first unfinished step and never repeats a finished one.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
-from datetime import UTC, date, datetime
-from typing import Any
-from zoneinfo import ZoneInfo
+from dataclasses import replace
 
-from sqlalchemy import select, update
-from sqlalchemy.engine import Row
-
+from invoicing import records
 from invoicing.errors import PermanentError
-from invoicing.model import Buyer, Invoice, Line, Seller, TaxLine
+from invoicing.logs import bind, timed
+from invoicing.model import (
+    Buyer,
+    DocumentKind,
+    DocumentRecord,
+    EmailStatus,
+    Line,
+    SaleKind,
+    SaleRecord,
+    SaleStatus,
+    TaxLine,
+)
 from invoicing.numbering import issue_document, ledger_follows
-from invoicing.queue import INVOICE_JOB, Postponed
+from invoicing.queue import JobKind, JobState, Postponed, state_of
 from invoicing.refunds import issue_credit_note
 from invoicing.runtime import Runtime
-from invoicing.store import as_utc, invoices, jobs, sales, utcnow, write
+from invoicing.store import write
 
 INVOICE_EMAIL_WAIT_SECONDS = 20.0
 FALLBACK_LINE = {"fr": "Achat en ligne", "en": "Online purchase"}
+SHIPPING_LINE = {"fr": "Frais de livraison", "en": "Shipping"}
+
+log = logging.getLogger("invoicehook.pipeline")
+
+
+class SaleHeld(Exception):
+    """The sale cannot be numbered until the seller acts; the message says what to do."""
 
 
 def process_sale(rt: Runtime, sale_id: int, checkpoint: Callable[[], None] = lambda: None) -> str:
@@ -36,98 +51,106 @@ def process_sale(rt: Runtime, sale_id: int, checkpoint: Callable[[], None] = lam
     The earlier steps need no such guard: a second issue of the same sale fails on the
     unique sale_id (and gives its number back), and storing writes the same bytes.
     """
-    with rt.engine.connect() as conn:
-        sale = conn.execute(select(sales).where(sales.c.id == sale_id)).first()
-    if sale is None:
-        raise PermanentError(f"sale {sale_id} does not exist")
-    if sale.status == "duplicate":
+    sale = _sale(rt, sale_id)
+    bind(event=sale.event_id)
+    if sale.status == SaleStatus.DUPLICATE:
         return f"sale {sale_id} is a duplicate of sale {sale.duplicate_of}; nothing to do"
-    row = _issue(rt, sale)
-    if row is None and sale.kind == "refund":
+    if sale.status == SaleStatus.HELD:
+        return f"sale {sale_id} is held: {sale.held_reason}"
+    try:
+        with timed("issue"):
+            doc = _issue(rt, sale)
+    except SaleHeld as held:
+        return f"sale {sale_id} is held: {held}"
+    if doc is None and sale.kind == SaleKind.REFUND:
         return f"refund {sale.payment_key} is covered by earlier credit notes; nothing to credit"
-    if row is None:
+    if doc is None:
         return f"payment {sale.payment_key} belongs to another sale; not invoiced"
+    bind(number=doc.number)
     pdf = None
-    if row.stored_at is None:
-        pdf = store_pdf(rt, row)
-        row = load_invoice(rt, sale_id)
-        assert row is not None
-    if row.emailed_at is None and row.email_status != "skipped":
-        if row.kind == "credit_note" and _invoice_email_on_its_way(rt, row.credited_number):
+    if doc.stored_at is None:
+        with timed("store"):
+            pdf = store_pdf(rt, doc)
+        doc = _reload(rt, doc)
+    if doc.emailed_at is None and doc.email_status != EmailStatus.SKIPPED:
+        if doc.kind == DocumentKind.CREDIT_NOTE and _invoice_email_on_its_way(rt, doc):
             # The buyer must not read of a credit note on an invoice they have not received.
             raise Postponed(
-                INVOICE_EMAIL_WAIT_SECONDS, f"invoice {row.credited_number} is not emailed yet"
+                INVOICE_EMAIL_WAIT_SECONDS, f"invoice {doc.credited_number} is not emailed yet"
             )
         checkpoint()
-        send_email(rt, row, pdf=pdf)
-    return f"{row.kind.replace('_', ' ')} {row.number} done"
+        with timed("email"):
+            send_email(rt, doc, pdf=pdf)
+    return f"{doc.kind.replace('_', ' ')} {doc.number} done"
 
 
-def _invoice_email_on_its_way(rt: Runtime, number: str) -> bool:
+def _sale(rt: Runtime, sale_id: int) -> SaleRecord:
+    with rt.engine.connect() as conn:
+        sale = records.sale(conn, sale_id)
+    if sale is None:
+        raise PermanentError(f"sale {sale_id} does not exist")
+    return sale
+
+
+def _reload(rt: Runtime, doc: DocumentRecord) -> DocumentRecord:
+    with rt.engine.connect() as conn:
+        again = records.document_of_sale(conn, doc.sale_id)
+    assert again is not None
+    return again
+
+
+def _invoice_email_on_its_way(rt: Runtime, note: DocumentRecord) -> bool:
     """The invoice's email is still to be sent by a job that is alive (not a dead letter)."""
     with rt.engine.connect() as conn:
-        waiting = conn.execute(
-            select(jobs.c.id)
-            .select_from(invoices.join(jobs, jobs.c.sale_id == invoices.c.sale_id))
-            .where(
-                invoices.c.number == number,
-                invoices.c.email_status == "pending",
-                jobs.c.kind == INVOICE_JOB,
-                jobs.c.state.in_(("pending", "running")),
-            )
-        ).first()
-    return waiting is not None
+        invoice = records.document(conn, note.credited_number or "")
+        if invoice is None or invoice.email_status != EmailStatus.PENDING:
+            return False
+        return state_of(conn, invoice.sale_id, JobKind.INVOICE) in (
+            JobState.PENDING,
+            JobState.RUNNING,
+        )
 
 
-def issue_now(rt: Runtime, sale_id: int) -> Row[Any] | None:
-    """The first step alone: the sale's invoice, issued now unless it already has one.
+def issue_now(rt: Runtime, sale_id: int) -> DocumentRecord | None:
+    """The first step alone: the sale's document, issued now unless it already has one.
 
     None when the sale is not to be invoiced: a duplicate, or a payment that another sale
     (or a session or invoice Stripe knows of) owns. ``invoicehook backfill`` calls it in
     paid order so that numbers follow payment dates; the queued job then finds the invoice
-    issued and goes on with the PDF and the email.
+    issued and goes on with the PDF and the email. Raises SaleHeld when no buyer is known.
     """
+    return _issue(rt, _sale(rt, sale_id))
+
+
+def _issue(rt: Runtime, sale: SaleRecord) -> DocumentRecord | None:
     with rt.engine.connect() as conn:
-        sale = conn.execute(select(sales).where(sales.c.id == sale_id)).first()
-    if sale is None:
-        raise PermanentError(f"sale {sale_id} does not exist")
-    return _issue(rt, sale)
-
-
-def _issue(rt: Runtime, sale: Row[Any]) -> Row[Any] | None:
-    row = load_invoice(rt, sale.id)
-    if row is not None:
-        return row
-    if sale.kind == "refund":
+        doc = records.document_of_sale(conn, sale.id)
+    if doc is not None:
+        return doc
+    if sale.kind == SaleKind.REFUND:
         return issue_credit_note(rt, sale.id)
-    if sale.status == "duplicate" or _owned_elsewhere(rt, sale):
+    if sale.status == SaleStatus.DUPLICATE or _owned_elsewhere(rt, sale):
         return None
-    return issue(rt, sale, _lines(rt, sale))  # None: it became a duplicate meanwhile
+    buyer = sale.buyer if sale.buyer.is_known else _find_buyer(rt, sale)
+    return issue(rt, sale, _lines(rt, sale), buyer)  # None: it became a duplicate meanwhile
 
 
-def load_invoice(rt: Runtime, sale_id: int) -> Row[Any] | None:
+def load_invoice(rt: Runtime, sale_id: int) -> DocumentRecord | None:
     with rt.engine.connect() as conn:
-        return conn.execute(select(invoices).where(invoices.c.sale_id == sale_id)).first()
+        return records.document_of_sale(conn, sale_id)
 
 
-def load_invoice_by_number(rt: Runtime, number: str) -> Row[Any] | None:
+def load_invoice_by_number(rt: Runtime, number: str) -> DocumentRecord | None:
     with rt.engine.connect() as conn:
-        return conn.execute(select(invoices).where(invoices.c.number == number)).first()
+        return records.document(conn, number)
 
 
-def _owned_elsewhere(rt: Runtime, sale: Row[Any]) -> bool:
+def _owned_elsewhere(rt: Runtime, sale: SaleRecord) -> bool:
     """A bare PaymentIntent that a Checkout Session owns is that session's sale, not a new one."""
     if sale.source != "stripe" or sale.payment_key != sale.payment_intent:
         return False
     with rt.engine.connect() as conn:
-        owner = conn.execute(
-            select(sales.c.id).where(
-                sales.c.payment_intent == sale.payment_intent,
-                sales.c.id != sale.id,
-                # A Zapier order recorded as this intent's duplicate owns nothing.
-                sales.c.status != "duplicate",
-            )
-        ).scalar()
+        owner = records.others_with_intent(conn, sale.id, sale.payment_intent)
     # Asked outside any write transaction: the write lock is never held across the network.
     stripe = rt.stripe
     if owner is None and stripe and stripe.owner_of_payment_intent(sale.payment_intent):
@@ -135,53 +158,88 @@ def _owned_elsewhere(rt: Runtime, sale: Row[Any]) -> bool:
     if owner is None:
         return False
     with write(rt.engine) as conn:
-        conn.execute(
-            update(sales)
-            .where(sales.c.id == sale.id)
-            .values(status="duplicate", duplicate_of=owner if owner > 0 else None)
+        records.set_sale(
+            conn,
+            sale.id,
+            status=SaleStatus.DUPLICATE,
+            duplicate_of=owner if owner > 0 else None,
         )
     return True
 
 
-def _lines(rt: Runtime, sale: Row[Any]) -> list[dict[str, Any]]:
-    if sale.lines:
-        return list(sale.lines)
+def _find_buyer(rt: Runtime, sale: SaleRecord) -> Buyer:
+    """The buyer of a sale that names none: from Stripe's API (the charge's billing details,
+    the customer), else the sale is held with what to do, and takes no number."""
     stripe, ref = rt.stripe, sale.stripe_object or ""
-    if stripe is not None and ref.startswith(("cs_", "in_")):
-        lines = stripe.session_lines(ref) if ref.startswith("cs_") else stripe.invoice_lines(ref)
-        if lines:
-            return lines
+    if stripe is not None and ref.startswith("pi_"):
+        found = stripe.buyer_of_payment(ref)  # outside any write transaction
+        if found is not None and found.is_known:
+            with write(rt.engine) as conn:
+                records.set_sale(conn, sale.id, buyer=found)
+            return found
+    where = f"payment {sale.payment_key} ({sale.source})"
+    how = (
+        "Stripe's API has none either (its charge's billing details, its customer)"
+        if stripe is not None
+        else "set STRIPE_API_KEY so invoicehook can read them from the charge and the customer"
+    )
+    reason = (
+        f"no buyer: {where} names no name and no email, and {how}. Add the buyer's name and "
+        f"email to the customer in Stripe, then run `invoicehook replay {sale.event_id}`"
+    )
+    with write(rt.engine) as conn:
+        records.set_sale(
+            conn, sale.id, only_if=SaleStatus.PENDING, status=SaleStatus.HELD, held_reason=reason
+        )
+    log.warning("sale %s held: %s", sale.id, reason)
+    raise SaleHeld(reason)
+
+
+def _lines(rt: Runtime, sale: SaleRecord) -> tuple[Line, ...]:
+    """The lines to print: sent, else fetched, else one line; always adding up to the
+    subtotal, so lines − discounts + tax = total on the document."""
     language = rt.settings.invoice.language
-    return [
-        {
-            "description": FALLBACK_LINE[language],
-            "quantity": 1,
-            "unit_amount": sale.subtotal,
-            "amount": sale.subtotal,
-            "tax_amount": sale.tax,
-            "tax_rate": None,
-        }
-    ]
+    lines = sale.lines
+    stripe, ref = rt.stripe, sale.stripe_object or ""
+    if not lines and stripe is not None and ref.startswith(("cs_", "in_")):
+        fetched = stripe.session_lines(ref) if ref.startswith("cs_") else stripe.invoice_lines(ref)
+        lines = tuple(fetched) + sale.extra_lines if fetched else None
+    if lines:
+        named = tuple(
+            line if line.description else replace(line, description=SHIPPING_LINE[language])
+            for line in lines
+        )
+        if sum(line.amount for line in named) == sale.subtotal:
+            return named
+        log.warning(
+            "sale %s: its lines add up to %s, not the subtotal %s; printing one line",
+            sale.id,
+            sum(line.amount for line in named),
+            sale.subtotal,
+        )
+    description = "; ".join(line.description for line in lines or ()) or FALLBACK_LINE[language]
+    return (Line(description[:500], 1, sale.subtotal, sale.subtotal, tax_amount=sale.tax),)
 
 
-def _tax_lines(sale: Row[Any], lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _tax_lines(sale: SaleRecord, lines: tuple[Line, ...]) -> tuple[TaxLine, ...]:
     if sale.tax_lines:
-        return list(sale.tax_lines)
+        return sale.tax_lines
     if not sale.tax:
-        return []
-    by_rate: dict[str, dict[str, Any]] = {}
+        return ()
+    by_rate: dict[str, list[int]] = {}
     for line in lines:
-        rate = line.get("tax_rate") or ""
-        entry = by_rate.setdefault(rate, {"rate": rate, "taxable": 0, "amount": 0, "label": ""})
-        entry["taxable"] += int(line["amount"])
-        entry["amount"] += int(line.get("tax_amount") or 0)
-    if sum(e["amount"] for e in by_rate.values()) != sale.tax:
+        entry = by_rate.setdefault(line.tax_rate or "", [0, 0])
+        entry[0] += line.amount
+        entry[1] += line.tax_amount
+    if sum(amount for _, amount in by_rate.values()) != sale.tax:
         # Stripe's per-line taxes do not add up (or are missing): show the total it charged.
-        return [{"rate": "", "taxable": sale.subtotal, "amount": sale.tax, "label": ""}]
-    return list(by_rate.values())
+        return (TaxLine("", sale.subtotal, sale.tax),)
+    return tuple(TaxLine(rate, taxable, amount) for rate, (taxable, amount) in by_rate.items())
 
 
-def issue(rt: Runtime, sale: Row[Any], lines: list[dict[str, Any]]) -> Row[Any] | None:
+def issue(
+    rt: Runtime, sale: SaleRecord, lines: tuple[Line, ...], buyer: Buyer | None = None
+) -> DocumentRecord | None:
     """Number the invoice and store everything it says, in one transaction.
 
     None when the sale became a duplicate meanwhile (its owning session arrived)."""
@@ -189,25 +247,24 @@ def issue(rt: Runtime, sale: Row[Any], lines: list[dict[str, Any]]) -> Row[Any] 
     with write(rt.engine) as conn:
         # The sale's row first: a backfill and the worker issuing the same sale take turns
         # (PostgreSQL; SQLite has one writer), and the second finds the first's invoice.
-        status = conn.execute(
-            select(sales.c.status).where(sales.c.id == sale.id).with_for_update()
-        ).scalar()
-        existing = conn.execute(select(invoices).where(invoices.c.sale_id == sale.id)).first()
+        status = records.sale_status(conn, sale.id, for_update=True)
+        existing = records.document_of_sale(conn, sale.id)
         if existing is not None:  # a lease ran out while the first worker was issuing it
             return existing
-        if status != "pending":
+        if status != SaleStatus.PENDING:
             return None
-        row = issue_document(
+        doc = issue_document(
             conn,
             settings,
-            kind="invoice",
+            kind=DocumentKind.INVOICE,
             sale_id=sale.id,
             payment_key=sale.payment_key,
             sale_date_of=sale.paid_at,
             worker=rt.worker_id,
+            clock=rt.clock,
             language=settings.invoice.language,
             regime=settings.regime,
-            buyer=sale.buyer,
+            buyer=buyer or sale.buyer,
             currency=sale.currency,
             subtotal=sale.subtotal,
             tax=sale.tax,
@@ -216,108 +273,68 @@ def issue(rt: Runtime, sale: Row[Any], lines: list[dict[str, Any]]) -> Row[Any] 
             tax_lines=_tax_lines(sale, lines),
             payment_reference=sale.payment_intent or sale.payment_key,
         )
-        conn.execute(update(sales).where(sales.c.id == sale.id).values(status="invoiced"))
-    return row
+        records.set_sale(conn, sale.id, status=SaleStatus.INVOICED)
+    if settings.regime.exempt and sale.tax:
+        # Printed as charged: hiding a tax the buyer paid would make a false invoice.
+        log.warning(
+            "invoice %s: Stripe charged %s of tax, but [vat] regime is %r, which charges none; "
+            "check Stripe Tax's settings or the regime",
+            doc.number,
+            sale.tax,
+            str(settings.regime),
+        )
+    return doc
 
 
-def to_document(row: Row[Any]) -> tuple[Invoice, Seller]:
-    """The stored invoice row as the values the PDF and the email are made from."""
-    buyer = dict(row.buyer)
-    seller = dict(row.seller)
-    invoice = Invoice(
-        number=row.number,
-        kind=row.kind,
-        issued_at=as_utc(row.issued_at),
-        sale_date=row.sale_date,
-        currency=row.currency,
-        buyer=Buyer(
-            name=buyer.get("name") or "",
-            email=buyer.get("email") or "",
-            address=tuple(buyer.get("address") or ()),
-            country=buyer.get("country"),
-            vat_number=buyer.get("vat_number"),
-            business_name=buyer.get("business_name"),
-        ),
-        lines=tuple(
-            Line(
-                description=line["description"],
-                quantity=int(line["quantity"]),
-                unit_amount=int(line["unit_amount"]),
-                amount=int(line["amount"]),
-                tax_amount=int(line.get("tax_amount") or 0),
-                tax_rate=line.get("tax_rate"),
-                period=_period(line.get("period"), row.timezone),
-            )
-            for line in row.lines
-        ),
-        subtotal=row.subtotal,
-        tax=row.tax,
-        total=row.total,
-        tax_lines=tuple(TaxLine(**t) for t in row.tax_lines),
-        payment_reference=row.payment_reference,
-        language=row.language,
-        timezone=row.timezone,
-        credited_number=row.credited_number,
-        credited_issued_at=as_utc(row.credited_issued_at) if row.credited_issued_at else None,
-    )
-    seller["address"] = tuple(seller.get("address") or ())
-    return invoice, Seller(**seller)
+def render_pdf(rt: Runtime, doc: DocumentRecord) -> bytes:
+    return rt.renderer.render(doc.printable(), doc.seller, doc.regime)
 
 
-def _period(value: Any, timezone: str) -> tuple[date, date] | None:
-    """A subscription line's [start, end] Unix times as the seller's calendar days."""
-    if not value or not all(value):
-        return None
-    zone = ZoneInfo(timezone)
-    start, end = (datetime.fromtimestamp(int(v), UTC).astimezone(zone).date() for v in value)
-    return start, end
-
-
-def render_pdf(rt: Runtime, row: Row[Any]) -> bytes:
-    invoice, seller = to_document(row)
-    return rt.renderer.render(invoice, seller, row.regime)
-
-
-def store_pdf(rt: Runtime, row: Row[Any]) -> bytes:
+def store_pdf(rt: Runtime, doc: DocumentRecord) -> bytes:
     from invoicing.document import storage_key
 
-    invoice, _ = to_document(row)
-    pdf = render_pdf(rt, row)
-    key = storage_key(invoice)
+    pdf = render_pdf(rt, doc)
+    key = storage_key(doc.printable())
     rt.storage.put(key, pdf)
     with write(rt.engine) as conn:
-        conn.execute(
-            update(invoices)
-            .where(invoices.c.id == row.id)
-            .values(pdf_key=key, pdf_sha256=hashlib.sha256(pdf).hexdigest(), stored_at=utcnow())
+        records.set_document(
+            conn,
+            doc.id,
+            pdf_key=key,
+            pdf_sha256=hashlib.sha256(pdf).hexdigest(),
+            stored_at=rt.clock(),
         )
     return pdf
 
 
-def send_email(rt: Runtime, row: Row[Any], *, again: bool = False, pdf: bytes | None = None) -> str:
+def send_email(
+    rt: Runtime, doc: DocumentRecord, *, again: bool = False, pdf: bytes | None = None
+) -> str:
     """Email the stored PDF to the buyer; ``again`` sends even if it was sent before.
 
     ``pdf`` is the document just stored, when the caller has it: no need to read it back."""
     from invoicing.document import pdf_filename
     from invoicing.message import build_invoice_message
 
-    invoice, seller = to_document(row)
+    invoice = doc.printable()
     if not invoice.buyer.email:
         with write(rt.engine) as conn:
-            conn.execute(
-                update(invoices)
-                .where(invoices.c.id == row.id)
-                .values(email_status="skipped", email_error="the sale has no buyer email")
+            records.set_document(
+                conn,
+                doc.id,
+                email_status=EmailStatus.SKIPPED,
+                email_error="the sale has no buyer email",
             )
-            ledger_follows(conn, rt.settings, row.sale_id)
+            ledger_follows(conn, rt.settings, doc.sale_id)
         return "skipped: the sale has no buyer email"
-    if row.emailed_at is not None and not again:
+    if doc.emailed_at is not None and not again:
         return "already sent"
     if pdf is None:
-        pdf = rt.storage.get(row.pdf_key)
+        assert doc.pdf_key is not None
+        pdf = rt.storage.get(doc.pdf_key)
     message = build_invoice_message(
         invoice,
-        seller,
+        doc.seller,
         pdf=pdf,
         pdf_filename=pdf_filename(invoice),
         link=rt.links.url(invoice.number),
@@ -325,19 +342,10 @@ def send_email(rt: Runtime, row: Row[Any], *, again: bool = False, pdf: bytes | 
         subject=rt.settings.email.subject,
         templates_dir=rt.settings.templates_dir,
         # A resend after one that arrived is a new message (see message.message_id).
-        copy=row.email_count if again else 0,
+        copy=doc.email_count if again else 0,
     )
     where = rt.mailer.send(message)
     with write(rt.engine) as conn:
-        conn.execute(
-            update(invoices)
-            .where(invoices.c.id == row.id)
-            .values(
-                email_status="sent",
-                email_error=None,
-                emailed_at=utcnow(),
-                email_count=invoices.c.email_count + 1,
-            )
-        )
-        ledger_follows(conn, rt.settings, row.sale_id)
+        records.mark_emailed(conn, doc.id, rt.clock())
+        ledger_follows(conn, rt.settings, doc.sale_id)
     return where

@@ -5,30 +5,54 @@ if the one holding it died. On PostgreSQL the claim skips rows other workers hav
 (``FOR UPDATE SKIP LOCKED``); on SQLite the claim runs under the single write lock.
 Failures are retried with exponential backoff and full jitter, then kept as dead letters
 with their error until someone replays them.
+
+The lease is also how a job is kept one at a time across processes and machines: a kind
+in ``EXCLUSIVE`` (the Sheet's writer) is not handed out while another job of its group
+holds a live lease. That is the project's one "one at a time" mechanism.
 """
 
 from __future__ import annotations
 
 import random
 import uuid
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Engine, Select, bindparam, insert, select, update
+from sqlalchemy import Engine, Select, bindparam, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 
 from invoicing.store import as_utc, is_postgres, jobs, utcnow, write
 
-# The kinds of job the worker runs: a sale's (or refund's) documents, and the ledger Sheet.
-INVOICE_JOB = "invoice"
-LEDGER_JOB = "ledger"
+
+class JobKind(StrEnum):
+    INVOICE = "invoice"  # a sale's (or refund's) document: number, PDF, email
+    LEDGER = "ledger"  # the Sheet's rows
+    LEDGER_REBUILD = "ledger_rebuild"  # the Sheet rewritten from the database
+
+
+class JobState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    DEAD = "dead"
+
+
+INVOICE_JOB = JobKind.INVOICE
+LEDGER_JOB = JobKind.LEDGER
+# Kinds that run one at a time, by group, across every worker: Sheets' append is not
+# idempotent, so one writer reads the Sheet, then appends.
+EXCLUSIVE = {JobKind.LEDGER: "ledger", JobKind.LEDGER_REBUILD: "ledger"}
+NO_SALE = 0  # the sale_id of a job about no sale (a rebuild)
 
 
 @dataclass(frozen=True)
 class Job:
     id: int
-    kind: str
+    kind: JobKind
     sale_id: int
     attempts: int
     owner: str  # this claim's token: a lease is checked against the claim, not the process
@@ -37,12 +61,19 @@ class Job:
 _NEW_JOB = insert(jobs).returning(jobs.c.id)  # built once: it runs on every webhook
 
 
-def enqueue(conn: Connection, kind: str, sale_id: int, run_after: datetime | None = None) -> int:
-    now = utcnow()
+def enqueue(
+    conn: Connection,
+    kind: JobKind,
+    sale_id: int,
+    run_after: datetime | None = None,
+    *,
+    now: datetime | None = None,
+) -> int:
+    now = now or utcnow()
     values = {
         "kind": kind,
         "sale_id": sale_id,
-        "state": "pending",
+        "state": JobState.PENDING,
         "attempts": 0,
         "run_after": run_after or now,
         "locked_by": None,
@@ -59,13 +90,13 @@ _COLUMNS = (jobs.c.id, jobs.c.kind, jobs.c.sale_id, jobs.c.attempts)
 # Two plain queries rather than one OR, so each walks the (state, run_after) index.
 _DUE = (
     select(*_COLUMNS)
-    .where(jobs.c.state == "pending", jobs.c.run_after <= bindparam("now"))
+    .where(jobs.c.state == JobState.PENDING, jobs.c.run_after <= bindparam("now"))
     .order_by(jobs.c.run_after, jobs.c.id)
     .limit(1)
 )
 _ABANDONED = (
     select(*_COLUMNS)
-    .where(jobs.c.state == "running", jobs.c.locked_until < bindparam("now"))
+    .where(jobs.c.state == JobState.RUNNING, jobs.c.locked_until < bindparam("now"))
     .order_by(jobs.c.locked_until, jobs.c.id)
     .limit(1)
 )
@@ -77,7 +108,7 @@ _TAKE = (
     update(jobs)
     .where(jobs.c.id == bindparam("job_id"))
     .values(
-        state="running",
+        state=JobState.RUNNING,
         locked_by=bindparam("b_owner"),
         locked_until=bindparam("b_until"),
         updated_at=bindparam("b_now"),
@@ -85,20 +116,46 @@ _TAKE = (
 )
 
 
+def _busy_groups(conn: Connection, now: datetime) -> set[str]:
+    """The exclusive groups a live lease holds right now."""
+    running = conn.execute(
+        select(jobs.c.kind).where(
+            jobs.c.state == JobState.RUNNING,
+            jobs.c.kind.in_(list(EXCLUSIVE)),
+            jobs.c.locked_until >= now,
+        )
+    ).scalars()
+    return {EXCLUSIVE[JobKind(kind)] for kind in running}
+
+
 def claim(
-    engine: Engine, worker: str, lease_seconds: float, job_id: int | None = None
+    engine: Engine,
+    worker: str,
+    lease_seconds: float,
+    job_id: int | None = None,
+    *,
+    clock: Callable[[], datetime] = utcnow,
 ) -> Job | None:
     """Take the oldest job that is due, or else one whose holder's lease ran out; with
-    ``job_id``, that job only, if it is still waiting."""
-    now = utcnow()
+    ``job_id``, that job only, if it is still waiting. A job of an exclusive group waits
+    while another of its group runs."""
+    now = clock()
     owner = f"{worker}/{uuid.uuid4().hex[:12]}"  # two loops of one process are two owners
     with write(engine) as conn:
-        row = None
-        candidates: tuple[Select[Any], ...] = _CANDIDATES[is_postgres(conn)]
+        postgres = is_postgres(conn)
+        if postgres:
+            # Claims of exclusive kinds take turns, so two never both see the group free.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+        busy = _busy_groups(conn, now)
+        skip = [kind for kind, group in EXCLUSIVE.items() if group in busy]
+        candidates: tuple[Select[Any], ...] = _CANDIDATES[postgres]
         if job_id is not None:
-            waiting = select(*_COLUMNS).where(jobs.c.id == job_id, jobs.c.state == "pending")
+            waiting = select(*_COLUMNS).where(jobs.c.id == job_id, jobs.c.state == JobState.PENDING)
             candidates = (waiting.with_for_update(skip_locked=True),)
+        row = None
         for query in candidates:
+            if skip:
+                query = query.where(jobs.c.kind.not_in(skip))
             row = conn.execute(query, {"now": now}).first()
             if row is not None:
                 break
@@ -106,7 +163,12 @@ def claim(
             return None
         until = now + timedelta(seconds=lease_seconds)
         conn.execute(_TAKE, {"job_id": row.id, "b_owner": owner, "b_until": until, "b_now": now})
-    return Job(id=row.id, kind=row.kind, sale_id=row.sale_id, attempts=row.attempts, owner=owner)
+    return Job(
+        id=row.id, kind=JobKind(row.kind), sale_id=row.sale_id, attempts=row.attempts, owner=owner
+    )
+
+
+_LOCK_KEY = zlib.crc32(b"invoicehook.queue.exclusive")
 
 
 class LeaseLost(Exception):
@@ -119,7 +181,9 @@ def renew(engine: Engine, job: Job, lease_seconds: float) -> None:
     with write(engine) as conn:
         result = conn.execute(
             update(jobs)
-            .where(jobs.c.id == job.id, jobs.c.locked_by == job.owner, jobs.c.state == "running")
+            .where(
+                jobs.c.id == job.id, jobs.c.locked_by == job.owner, jobs.c.state == JobState.RUNNING
+            )
             .values(locked_until=now + timedelta(seconds=lease_seconds), updated_at=now)
         )
     if result.rowcount != 1:
@@ -142,7 +206,7 @@ def postpone(engine: Engine, job: Job, seconds: float) -> None:
             update(jobs)
             .where(jobs.c.id == job.id, jobs.c.locked_by == job.owner)
             .values(
-                state="pending",
+                state=JobState.PENDING,
                 run_after=now + timedelta(seconds=seconds),
                 locked_by=None,
                 locked_until=None,
@@ -156,7 +220,7 @@ def complete(engine: Engine, job: Job) -> None:
         conn.execute(
             update(jobs)
             .where(jobs.c.id == job.id, jobs.c.locked_by == job.owner)
-            .values(state="done", locked_by=None, locked_until=None, updated_at=utcnow())
+            .values(state=JobState.DONE, locked_by=None, locked_until=None, updated_at=utcnow())
         )
 
 
@@ -174,7 +238,7 @@ def fail(
     max_attempts: int,
     base: float,
     cap: float,
-) -> str:
+) -> JobState:
     """Record a failed attempt; return the job's new state (pending or dead)."""
     attempts = job.attempts + 1
     now = utcnow()
@@ -184,7 +248,7 @@ def fail(
             update(jobs)
             .where(jobs.c.id == job.id, jobs.c.locked_by == job.owner)  # not if taken over
             .values(
-                state="dead" if dead else "pending",
+                state=JobState.DEAD if dead else JobState.PENDING,
                 attempts=attempts,
                 run_after=now + timedelta(seconds=0 if dead else backoff(attempts, base, cap)),
                 locked_by=None,
@@ -193,29 +257,83 @@ def fail(
                 updated_at=now,
             )
         )
-    return "dead" if dead else "pending"
+    return JobState.DEAD if dead else JobState.PENDING
 
 
-def revive(conn: Connection, sale_id: int) -> int:
-    """Make a sale's dead or waiting jobs due now, with fresh attempts (replay)."""
+def revive(conn: Connection, sale_id: int, *, finished_too: bool = False) -> int:
+    """Make a sale's dead or waiting jobs due now, with fresh attempts (replay);
+    ``finished_too``: its done invoice job as well (a held sale the seller has fixed)."""
     now = utcnow()
+    states = [JobState.DEAD, JobState.PENDING] + ([JobState.DONE] if finished_too else [])
+    query = update(jobs).where(jobs.c.sale_id == sale_id, jobs.c.state.in_(states))
+    if finished_too:
+        query = query.where(jobs.c.kind == JobKind.INVOICE)
     result = conn.execute(
-        update(jobs)
-        .where(jobs.c.sale_id == sale_id, jobs.c.state.in_(("dead", "pending")))
-        .values(state="pending", attempts=0, run_after=now, updated_at=now)
+        query.values(state=JobState.PENDING, attempts=0, run_after=now, updated_at=now)
     )
     return int(result.rowcount)
 
 
 def counts(conn: Connection) -> dict[str, int]:
-    from sqlalchemy import func
-
     rows = conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state)).all()
     return {state: int(n) for state, n in rows}
 
 
 def next_due(conn: Connection) -> datetime | None:
     value = conn.execute(
-        select(jobs.c.run_after).where(jobs.c.state == "pending").order_by(jobs.c.run_after)
+        select(jobs.c.run_after).where(jobs.c.state == JobState.PENDING).order_by(jobs.c.run_after)
     ).scalar()
     return as_utc(value) if value else None
+
+
+@dataclass(frozen=True)
+class Failure:
+    job_id: int
+    kind: JobKind
+    sale_id: int
+    state: JobState
+    attempts: int
+    error: str  # the last error, its first line
+
+    @property
+    def will_retry(self) -> bool:
+        return self.state == JobState.PENDING
+
+
+def failures(conn: Connection, sale_id: int | None = None, limit: int = 50) -> list[Failure]:
+    """Jobs whose last attempt failed: dead letters, and those waiting to be retried."""
+    query = select(
+        jobs.c.id, jobs.c.kind, jobs.c.sale_id, jobs.c.state, jobs.c.attempts, jobs.c.last_error
+    ).where(jobs.c.state.in_((JobState.DEAD, JobState.PENDING)), jobs.c.last_error.is_not(None))
+    if sale_id is not None:
+        query = query.where(jobs.c.sale_id == sale_id)
+    rows = conn.execute(query.order_by(jobs.c.updated_at.desc()).limit(limit))
+    return [
+        Failure(
+            row.id,
+            JobKind(row.kind),
+            row.sale_id,
+            JobState(row.state),
+            row.attempts,
+            (row.last_error or "").splitlines()[0] if row.last_error else "",
+        )
+        for row in rows
+    ]
+
+
+def state_of(conn: Connection, sale_id: int, kind: JobKind = JobKind.INVOICE) -> JobState | None:
+    """The state of the sale's newest job of ``kind``."""
+    value = conn.execute(
+        select(jobs.c.state)
+        .where(jobs.c.sale_id == sale_id, jobs.c.kind == kind)
+        .order_by(jobs.c.id.desc())
+    ).scalar()
+    return JobState(value) if value else None
+
+
+def job_of(conn: Connection, sale_id: int, kind: JobKind = JobKind.INVOICE) -> int | None:
+    return conn.execute(
+        select(jobs.c.id)
+        .where(jobs.c.sale_id == sale_id, jobs.c.kind == kind)
+        .order_by(jobs.c.id.desc())
+    ).scalar()

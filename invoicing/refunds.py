@@ -18,23 +18,34 @@ notes already credited; when nothing is left (``charge.refunded`` after the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection
 
+from invoicing import records
 from invoicing.errors import PermanentError, TransientError
+from invoicing.model import (
+    DocumentKind,
+    DocumentRecord,
+    Line,
+    RefundBasis,
+    SaleRecord,
+    SaleStatus,
+    TaxLine,
+)
 from invoicing.numbering import issue_document
-from invoicing.queue import INVOICE_JOB, Postponed
+from invoicing.queue import JobKind, JobState, Postponed, state_of
 from invoicing.runtime import Runtime
-from invoicing.store import invoices, jobs, sales, write
+from invoicing.store import write
 
 WAIT_FOR_INVOICE_SECONDS = 30.0
 PARTIAL = {"fr": "Remboursement partiel — {what}", "en": "Partial refund — {what}"}
 INVOICE_WORD = {"fr": "facture {number}", "en": "invoice {number}"}
 
 
-def issue_credit_note(rt: Runtime, refund_id: int) -> Row[Any] | None:
+def issue_credit_note(rt: Runtime, refund_id: int) -> DocumentRecord | None:
     """The credit note of refund ``refund_id``, numbered and stored; None when it is covered.
 
     Raises Postponed while the refunded sale waits for its invoice, and TransientError
@@ -44,22 +55,23 @@ def issue_credit_note(rt: Runtime, refund_id: int) -> Row[Any] | None:
         return credit_in(conn, rt, refund_id)
 
 
-def credit_in(conn: Connection, rt: Runtime, refund_id: int) -> Row[Any] | None:
+def credit_in(conn: Connection, rt: Runtime, refund_id: int) -> DocumentRecord | None:
     """``issue_credit_note`` inside the caller's write transaction (``refund-note`` records
     the refund and numbers its credit note in one)."""
-    settings = rt.settings
     # The refund's row first: a backfill and the worker handling the same refund take turns
     # (PostgreSQL), and the second sees what the first did.
-    refund = conn.execute(select(sales).where(sales.c.id == refund_id).with_for_update()).first()
-    existing = conn.execute(select(invoices).where(invoices.c.sale_id == refund_id)).first()
+    refund = records.sale(conn, refund_id, for_update=True)
+    existing = records.document_of_sale(conn, refund_id)
     if existing is not None:
         return existing
-    if refund is None or refund.status != "pending":
+    if refund is None or refund.status != SaleStatus.PENDING:
         return None
     sale = _refunded_sale(conn, refund)
-    original = lock_invoice(conn, sale.id)
+    # Concurrent refunds of one sale take turns on the invoice's row (PostgreSQL; SQLite's
+    # single writer already does), so none reads what another credits.
+    original = records.document_of_sale(conn, sale.id, for_update=True)
     if original is None:
-        if _job_is_dead(conn, sale.id):
+        if state_of(conn, sale.id, JobKind.INVOICE) == JobState.DEAD:
             # Waiting would be forever, and silent: fail, so it shows as a dead letter too.
             raise TransientError(
                 f"refund {refund.payment_key}: sale {sale.id} is not invoiced and its job is a "
@@ -71,57 +83,46 @@ def credit_in(conn: Connection, rt: Runtime, refund_id: int) -> Row[Any] | None:
             f"refund {refund.payment_key} is in {refund.currency} but invoice "
             f"{original.number} is in {original.currency}"
         )
-    before = _credit_notes_of(conn, sale.id)
-    credited = -sum(int(note.total) for note in before)
+    before = records.credit_notes_of(conn, sale.id)
+    credited = -sum(note.total for note in before)
     due = min(_known_refunded(conn, sale.id, refund), original.total) - credited
     if due <= 0:
-        conn.execute(
-            update(sales)
-            .where(sales.c.id == refund.id, sales.c.status == "pending")
-            .values(status="covered", refund_of=sale.id)
+        records.set_sale(
+            conn,
+            refund.id,
+            only_if=SaleStatus.PENDING,
+            status=SaleStatus.COVERED,
+            refund_of=sale.id,
         )
         return None
     note = issue_document(
         conn,
-        settings,
-        kind="credit_note",
+        rt.settings,
+        kind=DocumentKind.CREDIT_NOTE,
         sale_id=refund.id,
         payment_key=refund.payment_key,
         sale_date_of=refund.paid_at,  # the day the money went back
         worker=rt.worker_id,
+        clock=rt.clock,
         language=original.language,
         regime=original.regime,
         buyer=original.buyer,
         currency=original.currency,
         # The refund's id, or the charge's; a refund made by hand has none.
         payment_reference=""
-        if refund.refund_basis == "manual"
+        if refund.refund_basis == RefundBasis.MANUAL
         else refund.payment_key.split("/")[0],
         credited_number=original.number,
         credited_issued_at=original.issued_at,
         **credit_amounts(original, due, before),
     )
-    conn.execute(
-        update(sales).where(sales.c.id == refund.id).values(status="invoiced", refund_of=sale.id)
-    )
+    records.set_sale(conn, refund.id, status=SaleStatus.INVOICED, refund_of=sale.id)
     return note
 
 
-def _job_is_dead(conn: Connection, sale_id: int) -> bool:
-    state = conn.execute(
-        select(jobs.c.state)
-        .where(jobs.c.sale_id == sale_id, jobs.c.kind == INVOICE_JOB)
-        .order_by(jobs.c.id.desc())
-    ).scalar()
-    return state == "dead"
-
-
-def lock_invoice(conn: Connection, sale_id: int) -> Row[Any] | None:
-    """The sale's invoice, its row locked: concurrent refunds of one sale take turns
-    (PostgreSQL; SQLite's single writer already does), so none reads what another credits."""
-    return conn.execute(
-        select(invoices).where(invoices.c.sale_id == sale_id).with_for_update()
-    ).first()
+def already_credited(conn: Connection, sale_id: int) -> int:
+    """What credit notes have given back on the sale so far (a positive amount)."""
+    return -sum(note.total for note in records.credit_notes_of(conn, sale_id))
 
 
 def _link_through_stripe(rt: Runtime, refund_id: int) -> None:
@@ -134,42 +135,37 @@ def _link_through_stripe(rt: Runtime, refund_id: int) -> None:
     if stripe is None:
         return
     with rt.engine.connect() as conn:
-        refund = conn.execute(select(sales).where(sales.c.id == refund_id)).first()
-        if refund is None or refund.refund_of is not None or refund.status != "pending":
+        refund = records.sale(conn, refund_id)
+        if refund is None or refund.refund_of is not None or refund.status != SaleStatus.PENDING:
             return
         try:
             _refunded_sale(conn, refund)
             return  # found without Stripe's help
         except TransientError:
             pass
+    assert refund.refunds_payment is not None
     for owner in stripe.owners_of_payment_intent(refund.refunds_payment):
         with write(rt.engine) as conn:
-            sale_id = conn.execute(
-                select(sales.c.id).where(sales.c.kind == "sale", sales.c.payment_key == owner)
-            ).scalar()
+            sale_id = records.sale_id_of_payment(conn, owner)
             if sale_id is not None:
-                conn.execute(update(sales).where(sales.c.id == refund_id).values(refund_of=sale_id))
+                records.set_sale(conn, refund_id, refund_of=sale_id)
                 return
 
 
-def _refunded_sale(conn: Connection, refund: Row[Any]) -> Row[Any]:
+def _refunded_sale(conn: Connection, refund: SaleRecord) -> SaleRecord:
     """The sale a refund gives money back on: named by id, or found by its payment."""
     if refund.refund_of is not None:
-        sale = conn.execute(select(sales).where(sales.c.id == refund.refund_of)).first()
+        sale = records.sale(conn, refund.refund_of)
         if sale is None:
             raise PermanentError(f"refund {refund.payment_key}: sale {refund.refund_of} is gone")
         return sale
-    candidates = conn.execute(
-        select(sales)
-        .where(sales.c.kind == "sale", sales.c.payment_intent == refund.refunds_payment)
-        .order_by(sales.c.id)
-    ).all()
+    candidates = records.sales_of_intent(conn, refund.refunds_payment or "")
     for sale in candidates:
-        if sale.status != "duplicate":
+        if sale.status != SaleStatus.DUPLICATE:
             return sale
     for sale in candidates:  # only duplicates here: the payment's invoice is their owner's
         if sale.duplicate_of is not None:
-            owner = conn.execute(select(sales).where(sales.c.id == sale.duplicate_of)).first()
+            owner = records.sale(conn, sale.duplicate_of)
             if owner is not None:
                 return owner
     raise TransientError(
@@ -180,101 +176,74 @@ def _refunded_sale(conn: Connection, refund: Row[Any]) -> Row[Any]:
     )
 
 
-def _credit_notes_of(conn: Connection, sale_id: int) -> list[Row[Any]]:
-    """The credit notes issued so far on the sale, oldest first."""
-    return list(
-        conn.execute(
-            select(invoices.c.total, invoices.c.tax, invoices.c.tax_lines)
-            .select_from(invoices.join(sales, sales.c.id == invoices.c.sale_id))
-            .where(sales.c.refund_of == sale_id, sales.c.kind == "refund")
-            .order_by(invoices.c.id)
-        )
-    )
-
-
-def already_credited(conn: Connection, sale_id: int) -> int:
-    """What credit notes have given back on the sale so far (a positive amount)."""
-    return -sum(int(note.total) for note in _credit_notes_of(conn, sale_id))
-
-
-def _known_refunded(conn: Connection, sale_id: int, refund: Row[Any]) -> int:
+def _known_refunded(conn: Connection, sale_id: int, refund: SaleRecord) -> int:
     """What is known to be refunded on the sale, counting ``refund`` (see the module's text)."""
-    handled = conn.execute(
-        select(sales.c.refund_basis, sales.c.total).where(
-            sales.c.refund_of == sale_id,
-            sales.c.kind == "refund",
-            sales.c.status.in_(("invoiced", "covered")),
-            sales.c.id != refund.id,
-        )
-    ).all()
-    amounts = [(basis, int(total)) for basis, total in handled]
-    amounts.append((refund.refund_basis, int(refund.total)))
-    manual = sum(amount for basis, amount in amounts if basis == "manual")
-    charge = max((amount for basis, amount in amounts if basis == "charge"), default=0)
-    single = sum(amount for basis, amount in amounts if basis == "refund")
+    amounts = records.handled_refunds(conn, sale_id, besides=refund.id)
+    amounts.append((refund.refund_basis or RefundBasis.REFUND, refund.total))
+    manual = sum(amount for basis, amount in amounts if basis == RefundBasis.MANUAL)
+    charge = max((amount for basis, amount in amounts if basis == RefundBasis.CHARGE), default=0)
+    single = sum(amount for basis, amount in amounts if basis == RefundBasis.REFUND)
     return manual + max(charge, single)
 
 
-def credit_amounts(original: Row[Any], amount: int, before: list[Row[Any]]) -> dict[str, Any]:
+def credit_amounts(original: Any, amount: int, before: Sequence[Any]) -> dict[str, Any]:
     """The credit note's figures, negative: the invoice's own lines when all of it is given
     back at once, else one line for ``amount``.
 
     Its VAT is what everything credited so far, this note included, carries in the
     invoice's proportions (per rate), minus what the earlier notes carried: rounding never
     adds up across several notes, and crediting all of an invoice in pieces gives back
-    exactly its VAT, per rate."""
+    exactly its VAT, per rate. ``original`` and ``before`` are documents (records)."""
     if not before and amount == original.total:
         return {
             "subtotal": -original.subtotal,
             "tax": -original.tax,
             "total": -original.total,
-            "lines": [_negated(line) for line in original.lines],
-            "tax_lines": [
-                {**t, "taxable": -int(t["taxable"]), "amount": -int(t["amount"])}
-                for t in original.tax_lines
-            ],
+            "lines": tuple(_negated(line) for line in original.lines),
+            "tax_lines": tuple(
+                replace(t, taxable=-t.taxable, amount=-t.amount) for t in original.tax_lines
+            ),
         }
-    rates = list(original.tax_lines)
-    credited = -sum(int(note.total) for note in before)
+    rates: list[TaxLine] = list(original.tax_lines)
+    credited = -sum(note.total for note in before)
     cumulative_tax = _scaled(original.tax, credited + amount, original.total)
-    tax = cumulative_tax + sum(int(note.tax) for note in before)  # earlier taxes are negative
+    tax = cumulative_tax + sum(note.tax for note in before)  # earlier taxes are negative
     subtotal = amount - tax
-    cumulative_taxable = _split(
-        credited + amount - cumulative_tax, [int(t["taxable"]) for t in rates]
-    )
-    cumulative_amounts = _split(cumulative_tax, [int(t["amount"]) for t in rates])
+    cumulative_taxable = _split(credited + amount - cumulative_tax, [t.taxable for t in rates])
+    cumulative_amounts = _split(cumulative_tax, [t.amount for t in rates])
     taxables, amounts = [], []
     for i, rate in enumerate(rates):
         earlier = [_same_rate(note.tax_lines, rate) for note in before]
-        taxables.append(cumulative_taxable[i] + sum(int(t["taxable"]) for t in earlier))
-        amounts.append(cumulative_amounts[i] + sum(int(t["amount"]) for t in earlier))
-    tax_lines = [
-        {**rate, "taxable": -taxable, "amount": -vat}
+        taxables.append(cumulative_taxable[i] + sum(t.taxable for t in earlier))
+        amounts.append(cumulative_amounts[i] + sum(t.amount for t in earlier))
+    tax_lines = tuple(
+        replace(rate, taxable=-taxable, amount=-vat)
         for rate, taxable, vat in zip(
             rates, _no_reversal(taxables), _no_reversal(amounts), strict=True
         )
-    ]
-    lines = list(original.lines)
+    )
+    lines: list[Line] = list(original.lines)
     what = (
-        str(lines[0]["description"])
+        lines[0].description
         if len(lines) == 1
         else INVOICE_WORD.get(original.language, INVOICE_WORD["en"]).format(number=original.number)
     )
-    line_rates = {line.get("tax_rate") for line in lines}
+    line_rates = {line.tax_rate for line in lines}
+    description = PARTIAL.get(original.language, PARTIAL["en"]).format(what=what)
     return {
         "subtotal": -subtotal,
         "tax": -tax,
         "total": -amount,
-        "lines": [
-            {
-                "description": PARTIAL.get(original.language, PARTIAL["en"]).format(what=what),
-                "quantity": 1,
-                "unit_amount": -subtotal,
-                "amount": -subtotal,
-                "tax_amount": -tax,
-                "tax_rate": line_rates.pop() if len(line_rates) == 1 else None,
-            }
-        ],
+        "lines": (
+            Line(
+                description,
+                1,
+                -subtotal,
+                -subtotal,
+                tax_amount=-tax,
+                tax_rate=line_rates.pop() if len(line_rates) == 1 else None,
+            ),
+        ),
         "tax_lines": tax_lines,
     }
 
@@ -292,21 +261,23 @@ def _no_reversal(parts: list[int]) -> list[int]:
     return parts
 
 
-def _same_rate(tax_lines: list[dict[str, Any]], rate: dict[str, Any]) -> dict[str, Any]:
+def _same_rate(tax_lines: Sequence[TaxLine], rate: TaxLine) -> TaxLine:
     """An earlier credit note's entry for ``rate`` (they are made from the same invoice)."""
     for entry in tax_lines:
-        if entry.get("rate") == rate.get("rate") and entry.get("label") == rate.get("label"):
+        if entry.rate == rate.rate and entry.label == rate.label:
             return entry
-    return {"taxable": 0, "amount": 0}
+    return TaxLine(rate.rate, 0, 0, rate.label)
 
 
-def _negated(line: dict[str, Any]) -> dict[str, Any]:
-    return {
-        **line,
-        "unit_amount": -int(line["unit_amount"]),
-        "amount": -int(line["amount"]),
-        "tax_amount": -int(line.get("tax_amount") or 0),
-    }
+def _negated(line: Line) -> Line:
+    """The line given back: its discount too, so the note reconciles as the invoice did."""
+    return replace(
+        line,
+        unit_amount=-line.unit_amount,
+        amount=-line.amount,
+        tax_amount=-line.tax_amount,
+        discount=-line.discount,
+    )
 
 
 def _scaled(value: int, numerator: int, denominator: int) -> int:

@@ -1,13 +1,18 @@
 """The services one process works with, built once from the settings.
 
-Tests swap any of them at this seam (a mailer pointed at a local SMTP server, say).
+Tests swap any of them at this seam (a mailer pointed at a local SMTP server, a clock set
+to New Year's Eve). ``check_wiring`` is where the settings meet the outside systems' code
+without the network: an EMAIL_URL a mailer can be built from, a subject that renders, a
+[zapier] table its source accepts.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
@@ -15,7 +20,8 @@ from sqlalchemy import Engine
 from integrations.storage import Storage, storage_from_url
 from invoicing.links import LinkSigner, load_key
 from invoicing.settings import Settings
-from invoicing.store import make_engine, migrate
+from invoicing.sources import SaleSource, build_sources
+from invoicing.store import make_engine, migrate, utcnow
 
 if TYPE_CHECKING:
     from integrations.mailer import Mailer
@@ -31,11 +37,20 @@ class Runtime:
     storage: Storage
     links: LinkSigner
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    clock: Callable[[], datetime] = utcnow  # UTC, aware; tests set the time of day
+    _sources: dict[str, SaleSource] | None = None
     _mailer: Any = None
     _renderer: Any = None
     _stripe: Any = None
     _ledger: Any = None
     ledger_ready: bool = False  # the header row was created or verified by this process
+
+    @property
+    def sources(self) -> dict[str, SaleSource]:
+        """Every sale source, by the name its webhook is served under."""
+        if self._sources is None:
+            self._sources = build_sources(self.settings)
+        return self._sources
 
     @property
     def mailer(self) -> Mailer:
@@ -112,3 +127,17 @@ def build_runtime(settings: Settings, *, run_migrations: bool = True) -> Runtime
         storage=storage_from_url(settings.storage_url),
         links=LinkSigner(load_key(engine), settings.public_url),
     )
+
+
+def check_wiring(settings: Settings) -> Settings:
+    """Stop start-up with one line naming the key when the settings cannot be wired to the
+    outside systems' code (no network is reached: `invoicehook check` does that)."""
+    from invoicing.message import render_subject
+
+    if settings.email.subject is not None:
+        render_subject(settings.email.subject, number="F2026-000001", seller="S", amount="1 €")
+    # gmail:// reads the credentials JSON here, so a bad one names GOOGLE_CREDENTIALS now
+    # rather than failing the first email.
+    mailer_for(settings)
+    build_sources(settings)
+    return settings

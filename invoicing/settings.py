@@ -3,6 +3,10 @@
 Secrets and wiring come from environment variables (so ``fly secrets set`` works); the
 seller's identity and preferences come from the TOML file named by ``INVOICEHOOK_CONFIG``.
 Every problem is reported as one ``SettingsError`` line naming the key and what it expects.
+
+A leaf: it parses and validates, and imports nothing of the project but the exceptions and
+the domain's types. Whether the wiring works (an EMAIL_URL a mailer can be built from, a
+[zapier] table the Zapier source accepts) is ``runtime.check_wiring``'s to say.
 """
 
 from __future__ import annotations
@@ -18,9 +22,9 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from invoicing.errors import SettingsError
-from invoicing.model import Seller
+from invoicing.model import Regime, Seller, format_number
 
-REGIMES = ("franchise", "standard", "oss", "reverse-charge", "training")
+REGIMES = tuple(str(r) for r in Regime)
 RESETS = ("yearly", "monthly", "never")
 LANGUAGES = ("fr", "en")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -69,7 +73,7 @@ class EmailOptions:
 class Settings:
     seller: Seller
     invoice: InvoiceOptions
-    regime: str
+    regime: Regime
     email: EmailOptions
     database_url: str = "sqlite:///var/invoicehook.db"
     storage_url: str = "file://var/invoices"
@@ -160,26 +164,12 @@ def _check_keys(data: Mapping[str, Any]) -> None:
 
 
 def _zapier(table: Mapping[str, Any]) -> dict[str, Any]:
-    """[zapier] checked at start-up, so that a slip in it is not blamed on each Zap's post."""
-    from integrations.zapier import CANONICAL
-    from invoicing.money import is_currency
-
+    """[zapier] as written; the Zapier source checks the names against its own at start-up."""
     fields = table.get("fields", {})
     if not isinstance(fields, Mapping):
         raise SettingsError('zapier.fields in the config: expected a table (canonical = "Zap\'s")')
-    for name, source in fields.items():
-        if name not in CANONICAL:
-            raise SettingsError(
-                f"zapier.fields.{name} in the config: not a canonical field; "
-                f"expected {', '.join(CANONICAL)}"
-            )
-        if not isinstance(source, str) or not source.strip():
-            raise SettingsError(
-                f"zapier.fields.{name} in the config: expected the name of the Zap's field"
-            )
     currency = str(table.get("currency", "EUR")).strip().upper()
-    # Only what the seller wrote is checked: Babel's data need not load for the default.
-    if "currency" in table and not is_currency(currency):
+    if not re.fullmatch(r"[A-Z]{3}", currency):
         raise SettingsError(
             f"zapier.currency in the config: expected an ISO 4217 code like EUR, got {currency!r}"
         )
@@ -213,8 +203,6 @@ def _choice(table: Mapping[str, Any], section: str, key: str, default: str, allo
 def check_pattern(key: str, pattern: str, reset: str) -> None:
     """A number pattern must have {seq}, name its reset period, and give numbers the
     e-invoicing rules accept; checked with the values numbering really passes."""
-    from invoicing.numbering import format_number
-
     if "{seq" not in pattern:
         raise SettingsError(
             f"{key} in the config: expected a pattern with {{seq}}, got {pattern!r}"
@@ -264,44 +252,43 @@ def _timezone(table: Mapping[str, Any]) -> str:
 
 
 def _email_url(env: Mapping[str, str]) -> str:
-    """EMAIL_URL, checked the way the mailer will read it (host, port), at start-up."""
-    from integrations.mailer import mailer_from_url
-
     url = _url(env, "EMAIL_URL", "file://var/outbox", ("file", "smtp", "smtps", "gmail"))
-    credentials = env.get("GOOGLE_CREDENTIALS", "").strip() or None
-    if urlsplit(url).scheme == "gmail" and credentials is None:
+    if urlsplit(url).scheme == "gmail" and not env.get("GOOGLE_CREDENTIALS", "").strip():
         raise SettingsError(
             "GOOGLE_CREDENTIALS: required with EMAIL_URL=gmail://…; expected the JSON (inline or "
             "a path) of an authorized user (personal Gmail) or a service account (Workspace)"
         )
-    # For gmail://, this also reads the credentials JSON (no network), so a bad one stops
-    # start-up with a line naming GOOGLE_CREDENTIALS rather than failing the first email.
-    mailer_from_url(
-        url,
-        google_credentials=credentials,
-        google_api_endpoint=env.get("GOOGLE_API_ENDPOINT", "").strip() or None,
-    )
     return url
+
+
+_SHEET_URL_ID = re.compile(r"/spreadsheets/d/([A-Za-z0-9_-]+)")
+
+
+def sheet_id_of(value: str) -> str:
+    """The spreadsheet id from ``LEDGER_SHEET``: the Sheet's URL or the id itself."""
+    value = value.strip()
+    found = _SHEET_URL_ID.search(value)
+    if found:
+        return found.group(1)
+    if re.fullmatch(r"[A-Za-z0-9_-]+", value):
+        return value
+    raise SettingsError(
+        "LEDGER_SHEET: expected the Google Sheet's URL "
+        "(https://docs.google.com/spreadsheets/d/<id>/edit) or its id, "
+        f"got {value[:60]!r}"
+    )
 
 
 def _ledger_sheet(env: Mapping[str, str]) -> str | None:
     value = env.get("LEDGER_SHEET", "").strip()
     if not value:
         return None
-    from integrations.sheets import sheet_id_of
-
     if not env.get("GOOGLE_CREDENTIALS", "").strip():
         raise SettingsError(
             "GOOGLE_CREDENTIALS: required with LEDGER_SHEET; expected the JSON (inline or a "
             "path) of a service account the Sheet is shared with, or of an authorized user"
         )
     return sheet_id_of(value)
-
-
-def _check_subject(subject: str) -> None:
-    from invoicing.message import render_subject
-
-    render_subject(subject, number="F2026-000001", seller="Seller", amount="1,00 €")
 
 
 def _seller(data: Mapping[str, Any]) -> Seller:
@@ -379,16 +366,14 @@ def load_settings(env: Mapping[str, str], config: Mapping[str, Any] | None = Non
     if "@" not in sender:
         raise SettingsError(f"email.from in the config: expected an email address, got {sender!r}")
     subject = mail.get("subject") or None
-    if subject is not None:
-        _check_subject(str(subject))
     public_url = env.get("PUBLIC_URL", "").strip() or "http://localhost:8000"
     if urlsplit(public_url).scheme not in ("http", "https"):
         raise SettingsError(f"PUBLIC_URL: expected http(s)://host, got {public_url!r}")
     return Settings(
         seller=seller,
         invoice=options,
-        regime=regime,
-        email=EmailOptions(sender=sender, subject=subject),
+        regime=Regime(regime),
+        email=EmailOptions(sender=sender, subject=str(subject) if subject else None),
         database_url=_url(
             env, "DATABASE_URL", "sqlite:///var/invoicehook.db", ("sqlite", "postgresql")
         ),

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     Date,
     DateTime,
@@ -38,6 +39,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 metadata = MetaData()
+# Amounts in minor units: 64 bits (SQLite's INTEGER is already).
+Money = BigInteger().with_variant(Integer(), "sqlite")
 
 events = Table(
     "events",
@@ -61,13 +64,13 @@ sales = Table(
     Column("payment_intent", String(255), index=True),
     Column("source", String(20), nullable=False),
     Column("event_id", String(255), nullable=False),
-    Column("status", String(20), nullable=False),  # pending | invoiced | duplicate | covered
+    Column("status", String(20), nullable=False),  # model.SaleStatus
     Column("duplicate_of", Integer),
     Column("paid_at", DateTime(timezone=True), nullable=False),
     Column("currency", String(3), nullable=False),
-    Column("subtotal", Integer, nullable=False),
-    Column("tax", Integer, nullable=False),
-    Column("total", Integer, nullable=False),
+    Column("subtotal", Money, nullable=False),
+    Column("tax", Money, nullable=False),
+    Column("total", Money, nullable=False),
     Column("buyer", JSON, nullable=False),
     Column("lines", JSON),  # None until fetched, when Stripe does not send them
     Column("tax_lines", JSON, nullable=False),
@@ -80,6 +83,8 @@ sales = Table(
     Column("refunds_payment", String(255)),  # the PaymentIntent (or invoice) it refunds
     Column("refund_of", Integer, index=True),  # the sale it refunds, once found
     Column("refund_basis", String(20)),  # refund | charge | manual (see invoicing/refunds.py)
+    Column("held_reason", Text),  # status "held": what is missing, and how to fix it
+    Column("extra_lines", JSON),  # lines fetched line items leave out (a session's shipping)
 )
 
 invoices = Table(
@@ -99,9 +104,9 @@ invoices = Table(
     Column("seller", JSON, nullable=False),  # as it was when issued: the PDF never changes
     Column("buyer", JSON, nullable=False),
     Column("currency", String(3), nullable=False),
-    Column("subtotal", Integer, nullable=False),
-    Column("tax", Integer, nullable=False),
-    Column("total", Integer, nullable=False),
+    Column("subtotal", Money, nullable=False),
+    Column("tax", Money, nullable=False),
+    Column("total", Money, nullable=False),
     Column("lines", JSON, nullable=False),
     Column("tax_lines", JSON, nullable=False),
     Column("payment_reference", String(255), nullable=False),
@@ -287,8 +292,3 @@ def migrate(engine: Engine) -> None:
             conn.execute(text("SELECT pg_advisory_xact_lock(7413)"))
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
-
-
-def get_meta(conn: Connection, key: str) -> str | None:
-    row = conn.execute(meta.select().where(meta.c.key == key)).first()
-    return row.value if row else None

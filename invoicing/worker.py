@@ -12,11 +12,14 @@ import asyncio
 import contextlib
 import logging
 import traceback
+from collections.abc import Callable
 
 from invoicing import queue
 from invoicing.errors import PermanentError, SettingsError
-from invoicing.ledger import LEDGER_JOB, write_pending
+from invoicing.ledger import rebuild, write_pending
+from invoicing.logs import job_context
 from invoicing.pipeline import process_sale
+from invoicing.queue import JobKind
 from invoicing.runtime import Runtime
 
 log = logging.getLogger("invoicehook.worker")
@@ -69,26 +72,32 @@ class Worker:
         when there was none to take."""
         settings = self.rt.settings
         job = queue.claim(
-            self.rt.engine, self.rt.worker_id, settings.job_lease_seconds, job_id=job_id
+            self.rt.engine,
+            self.rt.worker_id,
+            settings.job_lease_seconds,
+            job_id=job_id,
+            clock=self.rt.clock,
         )
         if job is None:
             return False
+        with job_context(job=job.id, kind=str(job.kind), sale=job.sale_id):
+            self._run(job)
+        self.processed += 1
+        return True
+
+    def _run(self, job: queue.Job) -> None:
+        settings = self.rt.settings
 
         def checkpoint() -> None:
             queue.renew(self.rt.engine, job, settings.job_lease_seconds)
 
         try:
-            if job.kind == LEDGER_JOB:
-                result = write_pending(self.rt, job.sale_id, checkpoint)
-            else:
-                result = process_sale(self.rt, job.sale_id, checkpoint)
+            result = str(self._step(job.kind)(self.rt, job.sale_id, checkpoint))
         except queue.LeaseLost as exc:
             log.warning("job %s (sale %s): %s", job.id, job.sale_id, exc)
-            return True
         except queue.Postponed as later:
             queue.postpone(self.rt.engine, job, later.seconds)
             log.info("job %s (%s, sale %s): later: %s", job.id, job.kind, job.sale_id, later)
-            return True
         except Exception as exc:
             # A setting that is wrong stays wrong until a person fixes it and replays.
             permanent = isinstance(exc, PermanentError | SettingsError)
@@ -112,8 +121,14 @@ class Worker:
         else:
             queue.complete(self.rt.engine, job)
             log.info("job %s (sale %s): %s", job.id, job.sale_id, result)
-        self.processed += 1
-        return True
+
+    @staticmethod
+    def _step(kind: JobKind) -> Callable[[Runtime, int, Callable[[], None]], object]:
+        if kind == JobKind.LEDGER:
+            return write_pending
+        if kind == JobKind.LEDGER_REBUILD:
+            return lambda rt, _sale, checkpoint: f"{rebuild(rt, checkpoint)} row(s) rewritten"
+        return process_sale
 
     def drain(self, limit: int = 100_000) -> int:
         """Run due jobs until none is left (CLI and tests); returns how many ran."""

@@ -14,9 +14,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, select
 
-from integrations.stripe_events import SaleDraft
 from invoicing.backfill import run_backfill
+from invoicing.drafts import Delivery, SaleDraft
 from invoicing.intake import record
+from invoicing.model import Buyer, Line
 from invoicing.runtime import Runtime, build_runtime
 from invoicing.settings import Settings, load_settings
 from invoicing.store import allocations, counters, events, invoices, jobs, sales
@@ -328,11 +329,15 @@ def test_sales_already_received_are_skipped(
         subtotal=3500,
         tax=0,
         total=3500,
-        buyer={"name": "Noé Bernard", "email": "noe@example.org", "address": []},
-        lines=[{"description": "Club", "quantity": 1, "unit_amount": 3500, "amount": 3500}],
+        buyer=Buyer(name="Noé Bernard", email="noe@example.org"),
+        lines=(Line("Club", 1, 3500, 3500),),
         payment_intent="pi_in_1",
     )
-    record(rt.engine, source="zapier", event_id="z1", event_type="order", raw="{}", result=zap)
+    record(
+        rt.engine,
+        source="zapier",
+        delivery=Delivery("z1", "order", "{}", zap),
+    )
     Worker(rt).drain()
     with rt.engine.connect() as conn:
         number_of = dict(
@@ -437,7 +442,7 @@ def test_progress_bar_only_on_a_terminal(settings: Settings) -> None:
     assert "\r" not in plain.getvalue()
     tty = Terminal()
     run_backfill(settings, since=date(2026, 3, 1), until=date(2026, 3, 31), dry_run=False, out=tty)
-    assert "\r[" in tty.getvalue() and "4/4" in tty.getvalue()
+    assert "━" in tty.getvalue() and "4/4" in tty.getvalue()  # rich's bar, drawn on a terminal
     assert tty.getvalue().splitlines()[-1].startswith("4 invoiced")
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from invoicing.drafts import Delivery
 from tests.conftest import (
     ROOT,
     Inbox,
@@ -167,10 +168,12 @@ def test_work_command_runs_the_queue_on_its_own(
     record(
         engine,
         source="stripe",
-        event_id=event["id"],
-        event_type=event["type"],
-        raw=body.decode(),
-        result=to_sale(event),
+        delivery=Delivery(
+            event["id"],
+            event["type"],
+            body.decode(),
+            to_sale(event),
+        ),
     )
     engine.dispose()
     proc = subprocess.Popen(

@@ -537,9 +537,8 @@ def test_unknown_kind_is_refused(renderer: InvoiceRenderer) -> None:
 
 def test_subscription_line_shows_its_period(renderer: InvoiceRenderer) -> None:
     """A subscription's invoice says which month of service it covers."""
-    line = replace(
-        COURSE, description="Abonnement Atelier", period=(date(2026, 11, 1), date(2026, 12, 1))
-    )
+    period = (datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))
+    line = replace(COURSE, description="Abonnement Atelier", period=period)
     text = render_text(renderer, make_invoice(lines=(line,)))
     assert "Abonnement Atelier Période du 1er novembre 2026 au 1er décembre 2026" in text
     text = render_text(renderer, make_invoice(lines=(line,), language="en"))

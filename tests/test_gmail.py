@@ -20,6 +20,7 @@ from integrations.gmail import GmailMailer
 from integrations.google_client import GMAIL_SEND, SPREADSHEETS
 from integrations.mailer import mailer_from_url
 from invoicing.errors import PermanentError, SettingsError, TransientError
+from invoicing.runtime import check_wiring
 from invoicing.settings import load_settings
 from tests.conftest import ROOT, Service, checkout_event, free_port, post_event, write_config
 from tests.google_server import JWT_BEARER, GoogleFake, running
@@ -296,7 +297,9 @@ def test_bad_credentials_are_named_without_the_secret(
 ) -> None:
     """Wrong GOOGLE_CREDENTIALS: one line naming the key and what it expects, no secret."""
     with pytest.raises(SettingsError) as caught:
-        load_settings(env_for(tmp_path, EMAIL_URL="gmail://me", GOOGLE_CREDENTIALS=value))
+        check_wiring(
+            load_settings(env_for(tmp_path, EMAIL_URL="gmail://me", GOOGLE_CREDENTIALS=value))
+        )
 
     message = str(caught.value)
     assert message.startswith("GOOGLE_CREDENTIALS: ") and says in message

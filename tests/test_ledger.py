@@ -17,14 +17,13 @@ import pytest
 from sqlalchemy import select
 
 from integrations.google_client import GMAIL_SEND, SPREADSHEETS
-from integrations.sheets import sheet_id_of
-from invoicing import ledger, queue
+from invoicing import ledger, queue, records
 from invoicing.cli import main
 from invoicing.errors import SettingsError
 from invoicing.pipeline import load_invoice
 from invoicing.runtime import Runtime, build_runtime
-from invoicing.settings import load_settings
-from invoicing.store import as_utc, invoices, jobs, sales
+from invoicing.settings import load_settings, sheet_id_of
+from invoicing.store import as_utc, invoices, jobs
 from invoicing.worker import Worker
 from tests.conftest import ROOT, Service, checkout_event, post_event, write_config
 from tests.google_server import GoogleFake, running
@@ -361,8 +360,9 @@ def test_email_status_cell_follows_the_email(runtime: Runtime, google_api: Googl
 
     sale_id = sell(runtime, checkout_event(1))
     with runtime.engine.connect() as conn:
-        sale = conn.execute(select(sales).where(sales.c.id == sale_id)).one()
-    row = issue(runtime, sale, list(sale.lines))
+        sale = records.sale(conn, sale_id)
+    assert sale is not None and sale.lines is not None
+    row = issue(runtime, sale, sale.lines)
     assert row is not None
     store_pdf(runtime, row)
     ledger.write_pending(runtime, sale_id)  # the row goes in before the email

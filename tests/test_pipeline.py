@@ -13,6 +13,7 @@ from markupsafe import escape
 from sqlalchemy import select
 
 from integrations.stripe_events import parse, to_sale
+from invoicing.drafts import Delivery
 from invoicing.intake import record
 from invoicing.pipeline import load_invoice, process_sale
 from invoicing.runtime import Runtime, build_runtime
@@ -39,10 +40,12 @@ def sell(rt: Runtime, event: dict) -> int:  # type: ignore[type-arg]
     outcome = record(
         rt.engine,
         source="stripe",
-        event_id=parsed["id"],
-        event_type=parsed["type"],
-        raw=body.decode(),
-        result=to_sale(parsed),
+        delivery=Delivery(
+            parsed["id"],
+            parsed["type"],
+            body.decode(),
+            to_sale(parsed),
+        ),
     )
     assert outcome.sale_id is not None
     return outcome.sale_id

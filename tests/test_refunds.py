@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 
 from integrations.stripe_events import parse, to_sale
 from invoicing.cli import main
+from invoicing.drafts import Delivery
 from invoicing.intake import record
 from invoicing.pipeline import load_invoice, load_invoice_by_number, process_sale
 from invoicing.runtime import Runtime, build_runtime
@@ -261,10 +262,16 @@ def test_failed_refund_is_answered_with_what_it_means(runtime: Runtime) -> None:
     outcome = record(
         runtime.engine,
         source="stripe",
-        event_id=failed["id"],
-        event_type=failed["type"],
-        raw=body,
-        result=to_sale(parse(body.encode())),
+        delivery=Delivery(
+            failed["id"],
+            failed["type"],
+            body,
+            to_sale(
+                parse(
+                    body.encode(),
+                )
+            ),
+        ),
     )
     assert outcome.status == "ignored"
     assert "failed (expired_or_canceled_card): no money went back" in outcome.reason
@@ -289,10 +296,7 @@ def deliver(rt: Runtime, event: dict[str, Any]) -> str:
     return record(
         rt.engine,
         source="stripe",
-        event_id=event["id"],
-        event_type=event["type"],
-        raw=body,
-        result=result,
+        delivery=Delivery(event["id"], event["type"], body, result),
     ).status
 
 
@@ -369,10 +373,16 @@ def test_refund_of_a_zapier_sale_by_its_payment_intent(runtime: Runtime) -> None
     record(
         runtime.engine,
         source="zapier",
-        event_id="zapier:podia-77",
-        event_type="zapier.order",
-        raw="{}",
-        result=zap_sale(fields, {}, utcnow()),
+        delivery=Delivery(
+            "zapier:podia-77",
+            "zapier.order",
+            "{}",
+            zap_sale(
+                fields,
+                {},
+                utcnow(),
+            ),
+        ),
     )
     sell(runtime, refund_event(1, PAID, payment_intent="pi_podia"))
     Worker(runtime).drain()
@@ -719,6 +729,7 @@ def test_partial_credit_notes_never_reverse_vat_and_add_up_per_rate() -> None:
     import random
     from types import SimpleNamespace
 
+    from invoicing.model import Line, TaxLine
     from invoicing.refunds import credit_amounts
 
     rng = random.Random(1)
@@ -726,16 +737,9 @@ def test_partial_credit_notes_never_reverse_vat_and_add_up_per_rate() -> None:
         rates = []
         for rate in rng.sample(["20", "10", "5.5", "2.1"], rng.randint(1, 3)):
             taxable = rng.randint(1, 50000)
-            rates.append(
-                {
-                    "rate": rate,
-                    "taxable": taxable,
-                    "amount": round(taxable * float(rate) / 100),
-                    "label": "TVA",
-                }
-            )
-        subtotal = sum(t["taxable"] for t in rates)
-        tax = sum(t["amount"] for t in rates)
+            rates.append(TaxLine(rate, taxable, round(taxable * float(rate) / 100), "TVA"))
+        subtotal = sum(t.taxable for t in rates)
+        tax = sum(t.amount for t in rates)
         original = SimpleNamespace(
             total=subtotal + tax,
             subtotal=subtotal,
@@ -743,9 +747,7 @@ def test_partial_credit_notes_never_reverse_vat_and_add_up_per_rate() -> None:
             tax_lines=rates,
             number="F1",
             language="fr",
-            lines=[
-                {"description": "x", "quantity": 1, "unit_amount": subtotal, "amount": subtotal}
-            ],
+            lines=[Line("x", 1, subtotal, subtotal)],
         )
         before: list[Any] = []
         left = original.total
@@ -753,11 +755,11 @@ def test_partial_credit_notes_never_reverse_vat_and_add_up_per_rate() -> None:
             amount = left if rng.random() < 0.3 else rng.randint(1, left)
             note = credit_amounts(original, amount, before)
             assert note["subtotal"] + note["tax"] == note["total"] == -amount
-            assert sum(t["amount"] for t in note["tax_lines"]) == note["tax"]
-            assert all(t["amount"] <= 0 and t["taxable"] <= 0 for t in note["tax_lines"])
+            assert sum(t.amount for t in note["tax_lines"]) == note["tax"]
+            assert all(t.amount <= 0 and t.taxable <= 0 for t in note["tax_lines"])
             before.append(SimpleNamespace(**note))
             left -= amount
         for rate in rates:
-            given = [e for n in before for e in n.tax_lines if e["rate"] == rate["rate"]]
-            assert -sum(e["amount"] for e in given) == rate["amount"]
-            assert -sum(e["taxable"] for e in given) == rate["taxable"]
+            given = [e for n in before for e in n.tax_lines if e.rate == rate.rate]
+            assert -sum(e.amount for e in given) == rate.amount
+            assert -sum(e.taxable for e in given) == rate.taxable

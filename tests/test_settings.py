@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from invoicing.errors import SettingsError
+from invoicing.runtime import check_wiring
 from invoicing.settings import load_settings
 from tests.conftest import CONFIG, ROOT, write_config
 
@@ -66,7 +67,8 @@ def test_wrong_values_name_the_key(
     message: str,  # type: ignore[type-arg]
 ) -> None:
     with pytest.raises(SettingsError) as caught:
-        load_settings({**env_for(tmp_path, **overrides), **env})
+        # What start-up checks: the settings, then their wiring to the outside systems' code.
+        check_wiring(load_settings({**env_for(tmp_path, **overrides), **env}))
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
 
@@ -168,7 +170,7 @@ def test_zapier_table_is_checked_at_start(tmp_path: Path, zapier: str, message: 
     # A bare key must come before the first table; tables go at the end.
     path.write_text(f"{zapier}\n{text}" if zapier.startswith("zapier") else f"{text}{zapier}\n")
     with pytest.raises(SettingsError) as caught:
-        load_settings({"INVOICEHOOK_CONFIG": str(path)})
+        check_wiring(load_settings({"INVOICEHOOK_CONFIG": str(path)}))
     assert message in str(caught.value)
 
 

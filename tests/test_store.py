@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from invoicing.intake import _STATEMENTS
+from invoicing.records import HOT
 from invoicing.store import make_engine, metadata, migrate
 
 
@@ -26,7 +26,7 @@ def test_recent_sales_are_found_through_the_index(tmp_path: str) -> None:
     not by reading every sale ever recorded (it runs under the write lock)."""
     engine = make_engine(f"sqlite:///{tmp_path}/invoicehook.db")
     migrate(engine)
-    query = _STATEMENTS[False].cross_recent.compile(engine)
+    query = HOT[False].cross_recent.compile(engine)
     now = datetime.now(UTC)
     params = {
         "total": 100,

@@ -148,7 +148,7 @@ def test_line_items_fetched_across_pages(runtime: Runtime) -> None:
     process_sale(runtime, sale_id)
     row = load_invoice(runtime, sale_id)
     assert row is not None
-    assert [(line["description"], line["quantity"]) for line in row.lines] == [
+    assert [(line.description, line.quantity) for line in row.lines] == [
         ("Module 1", 1),
         ("Module 2", 2),
         ("Module 3", 3),

@@ -13,7 +13,9 @@ from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
 from app import create_app
-from integrations.zapier import ZapierInvalid, to_sale
+from integrations.zapier import to_sale
+from invoicing.drafts import Delivery
+from invoicing.errors import InvalidFields
 from invoicing.intake import record
 from invoicing.pipeline import load_invoice
 from invoicing.runtime import build_runtime
@@ -178,14 +180,14 @@ def test_amounts_in_major_units(amount: object, currency: str, minor: int) -> No
 
 
 def test_jpy_with_cents_is_invalid() -> None:
-    with pytest.raises(ZapierInvalid) as info:
+    with pytest.raises(InvalidFields) as info:
         to_sale({**ORDER, "amount": "1500.50", "currency": "JPY"}, {}, NOW)
     assert set(info.value.fields) == {"amount"}
 
 
 def test_defaults_and_paid_at() -> None:
     draft = to_sale({**ORDER, "quantity": "2"}, {}, NOW)
-    assert (draft.paid_at, draft.lines[0]["quantity"], draft.payment_intent) == (  # type: ignore[index]
+    assert (draft.paid_at, draft.lines[0].quantity, draft.payment_intent) == (  # type: ignore[index]
         NOW,
         2,
         None,
@@ -273,10 +275,7 @@ def test_zapier_order_becomes_invoice(tmp_path: Path) -> None:
     outcome = record(
         rt.engine,
         source="zapier",
-        event_id=draft.payment_key,
-        event_type="zapier.order",
-        raw=json.dumps(ORDER),
-        result=draft,
+        delivery=Delivery(draft.payment_key, "zapier.order", json.dumps(ORDER), draft),
     )
     assert outcome.sale_id is not None
     Worker(rt).drain()
@@ -299,22 +298,64 @@ def test_bare_intent_then_zapier_is_invoiced_once(tmp_path: Path) -> None:
     first = record(
         rt.engine,
         source="stripe",
-        event_id=event["id"],
-        event_type=event["type"],
-        raw=body.decode(),
-        result=stripe_sale(event),
+        delivery=Delivery(
+            event["id"],
+            event["type"],
+            body.decode(),
+            stripe_sale(event),
+        ),
     )
     draft = to_sale({**ORDER, "stripe_payment_intent": "pi_bare_1"}, {}, NOW)
     second = record(
         rt.engine,
         source="zapier",
-        event_id=draft.payment_key,
-        event_type="zapier.order",
-        raw="{}",
-        result=draft,
+        delivery=Delivery(draft.payment_key, "zapier.order", "{}", draft),
     )
     assert (first.status, second.status) == ("accepted", "duplicate")
     Worker(rt).drain()
     with rt.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(invoices)).scalar_one() == 1
     assert load_invoice(rt, first.sale_id or 0) is not None
+
+
+def test_a_dead_zapier_order_is_replayed(
+    tmp_path: Path, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`invoicehook replay zapier:<order>` finds the Zapier source from the stored event and
+    sends the invoice whose job died (it used to fail with "event has no id")."""
+    from sqlalchemy import update
+
+    from invoicing.cli import main
+    from invoicing.store import write
+
+    form = {**ORDER, "amount": "49,00"}
+    assert client.post("/webhooks/zapier", data=form, headers=AUTH).status_code == 200
+    engine = client.app.state.runtime.engine  # type: ignore[attr-defined]
+    with write(engine) as conn:
+        conn.execute(update(jobs).values(state="dead", last_error="SMTP down"))
+    for key, value in env_for(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    assert main(["replay", "zapier:1001"]) == 0
+    (sale,) = rows(client)
+    invoice = load_invoice(build_runtime(load_settings(env_for(tmp_path))), sale.id)
+    assert invoice is not None and invoice.email_status == "sent" and invoice.total == 4900
+
+
+def test_the_token_never_reaches_the_logs(tmp_path: Path) -> None:
+    """The access log of `serve` masks ?token= (and a wrong token is refused, also masked)."""
+    from tests.conftest import Service
+
+    service = Service(env_for(tmp_path), tmp_path)
+    service.env["LOG_LEVEL"] = "INFO"  # the access log's level
+    service.start()
+    try:
+        import httpx
+
+        url = f"http://127.0.0.1:{service.port}/webhooks/zapier"
+        assert httpx.post(f"{url}?token={TOKEN}", json=ORDER).status_code == 200
+        assert httpx.post(f"{url}?token=guessed-{TOKEN}", json=ORDER).status_code == 401
+    finally:
+        service.stop()
+    log = service.log()
+    assert "/webhooks/zapier" in log and "***" in log
+    assert TOKEN not in log

@@ -1,0 +1,523 @@
+"""The statements on events, sales, documents and number series: the one place their SQL
+is written. Everything else asks here and gets typed records back (``invoicing.model``,
+made from rows by ``invoicing.rows``).
+
+Functions take the caller's connection, so the caller decides what one transaction holds
+(an invoice is numbered, inserted and its sale marked in one); the job queue keeps its own
+table and module (``invoicing.queue``).
+
+Statements that run on every webhook are built once (building a Core statement and its
+cache key costs more CPU than SQLite's work for it, about 0.4 ms each).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, bindparam, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
+
+from invoicing.model import (
+    Buyer,
+    DocumentRecord,
+    EmailStatus,
+    EventOutcome,
+    EventRecord,
+    RefundBasis,
+    Regime,
+    SaleKind,
+    SaleRecord,
+    SaleStatus,
+)
+from invoicing.rows import (
+    buyer_json,
+    buyer_of,
+    document_of,
+    event_of,
+    lines_json,
+    sale_of,
+    tax_lines_json,
+)
+from invoicing.store import allocations, counters, events, invoices, is_postgres, meta
+from invoicing.store import sales as sales_table
+
+
+def _insert(conn: Connection) -> Any:
+    return pg_insert if is_postgres(conn) else sqlite_insert
+
+
+# -- events -----------------------------------------------------------------------------------
+
+
+class _Hot:
+    """The statements every webhook runs, built once per dialect."""
+
+    def __init__(self, postgres: bool) -> None:
+        dialect_insert = pg_insert if postgres else sqlite_insert
+        self.new_event = dialect_insert(events).on_conflict_do_nothing()
+        self.new_sale = (
+            dialect_insert(sales_table)
+            .on_conflict_do_nothing(index_elements=["payment_key"])
+            .returning(sales_table.c.id)
+        )
+        self.sale_by_key = select(sales_table.c.id).where(
+            sales_table.c.payment_key == bindparam("key")
+        )
+        self.event_outcome = (
+            update(events)
+            .where(events.c.id == bindparam("event_id"))
+            .values(
+                outcome=bindparam("b_outcome"),
+                sale_id=bindparam("b_sale"),
+                error=bindparam("b_error"),
+            )
+        )
+        s = sales_table.c
+        self.intent_owner = select(s.id).where(
+            s.payment_intent == bindparam("pi"), s.payment_key != bindparam("pi")
+        )
+        self.invoiced_intent = select(s.id).where(
+            s.payment_key == bindparam("pi"), s.status == SaleStatus.INVOICED
+        )
+        self.cross_intent = (
+            select(s.id)
+            .where(
+                s.payment_intent == bindparam("pi"),
+                s.source != bindparam("source"),
+                s.status != SaleStatus.DUPLICATE,
+            )
+            .order_by(s.id)
+            .limit(1)
+        )
+        self.cross_recent = (
+            select(s.id, s.buyer)
+            .where(
+                s.total == bindparam("total"),
+                s.currency == bindparam("currency"),
+                s.source != bindparam("source"),
+                s.status != SaleStatus.DUPLICATE,
+                s.kind == SaleKind.SALE,
+                s.created_at >= bindparam("since"),
+                s.paid_at.between(bindparam("paid_from"), bindparam("paid_to")),
+            )
+            # By created_at first, so the index on it serves both the filter and the order.
+            .order_by(s.created_at, s.id)
+        )
+        self.intent_superseded = (
+            update(sales_table)
+            .where(s.payment_key == bindparam("pi"), s.status == SaleStatus.PENDING)
+            .values(status=SaleStatus.DUPLICATE, duplicate_of=bindparam("owner"))
+        )
+
+
+HOT = {False: _Hot(False), True: _Hot(True)}
+
+
+def _hot(conn: Connection) -> _Hot:
+    return HOT[is_postgres(conn)]
+
+
+def insert_event(
+    conn: Connection, *, event_id: str, source: str, event_type: str, raw: str, now: datetime
+) -> bool:
+    """Keep the event; False when its id was already received."""
+    row = {
+        "id": event_id,
+        "source": source,
+        "type": event_type,
+        "received_at": now,
+        "raw": raw,
+        "outcome": EventOutcome.RECEIVED,
+        "error": None,
+        "sale_id": None,
+    }
+    return bool(conn.execute(_hot(conn).new_event, row).rowcount)
+
+
+def set_event_outcome(
+    conn: Connection, event_id: str, outcome: EventOutcome, sale_id: int | None, error: str | None
+) -> None:
+    conn.execute(
+        _hot(conn).event_outcome,
+        {"event_id": event_id, "b_outcome": outcome, "b_sale": sale_id, "b_error": error},
+    )
+
+
+def event(conn: Connection, event_id: str) -> EventRecord | None:
+    row = conn.execute(select(events).where(events.c.id == event_id)).first()
+    return event_of(row) if row else None
+
+
+def rejected_events(conn: Connection, limit: int = 20) -> list[EventRecord]:
+    query = (
+        select(events)
+        .where(events.c.outcome == EventOutcome.REJECTED)
+        .order_by(events.c.received_at.desc())
+        .limit(limit)
+    )
+    return [event_of(row) for row in conn.execute(query)]
+
+
+# -- sales ------------------------------------------------------------------------------------
+
+
+def insert_sale(conn: Connection, **values: Any) -> int | None:
+    """Record a sale (or refund); None when its payment is already recorded."""
+    for key in ("buyer", "lines", "tax_lines", "extra_lines"):
+        value = values.get(key)
+        if isinstance(value, Buyer):
+            values[key] = buyer_json(value)
+        elif key == "tax_lines" and value is not None:
+            values[key] = tax_lines_json(value)
+        elif key in ("lines", "extra_lines") and value is not None:
+            values[key] = lines_json(value) if key == "lines" or value else None
+    values.setdefault("held_reason", None)
+    values.setdefault("extra_lines", None)
+    return conn.execute(_hot(conn).new_sale, values).scalar()
+
+
+def sale_id_by_key(conn: Connection, payment_key: str) -> int | None:
+    return conn.execute(_hot(conn).sale_by_key, {"key": payment_key}).scalar()
+
+
+def sale_ids_by_keys(conn: Connection, keys: Sequence[str]) -> list[int]:
+    query = (
+        select(sales_table.c.id)
+        .where(sales_table.c.payment_key.in_(keys))
+        .order_by(sales_table.c.id)
+    )
+    return list(conn.execute(query).scalars())
+
+
+def intent_owner(conn: Connection, payment_intent: str) -> int | None:
+    """A session or Stripe invoice recorded with this PaymentIntent."""
+    return conn.execute(_hot(conn).intent_owner, {"pi": payment_intent}).scalar()
+
+
+def invoiced_intent(conn: Connection, payment_intent: str) -> int | None:
+    """The bare PaymentIntent's own sale, when it is already invoiced."""
+    return conn.execute(_hot(conn).invoiced_intent, {"pi": payment_intent}).scalar()
+
+
+def other_source_with_intent(conn: Connection, payment_intent: str, source: str) -> int | None:
+    return conn.execute(_hot(conn).cross_intent, {"pi": payment_intent, "source": source}).scalar()
+
+
+def recent_same_amount(
+    conn: Connection,
+    *,
+    total: int,
+    currency: str,
+    source: str,
+    since: datetime,
+    paid_from: datetime,
+    paid_to: datetime,
+) -> list[tuple[int, str]]:
+    """Other sources' sales of this amount recorded since ``since``: (id, buyer email)."""
+    rows = conn.execute(
+        _hot(conn).cross_recent,
+        {
+            "total": total,
+            "currency": currency,
+            "source": source,
+            "since": since,
+            "paid_from": paid_from,
+            "paid_to": paid_to,
+        },
+    )
+    return [(int(sale_id), buyer_of(buyer).email) for sale_id, buyer in rows]
+
+
+def supersede_bare_intent(conn: Connection, payment_intent: str, owner: int) -> None:
+    """The bare PaymentIntent's sale, still pending, is the owner's duplicate."""
+    conn.execute(_hot(conn).intent_superseded, {"pi": payment_intent, "owner": owner})
+
+
+def sale(conn: Connection, sale_id: int, *, for_update: bool = False) -> SaleRecord | None:
+    query = select(sales_table).where(sales_table.c.id == sale_id)
+    row = conn.execute(query.with_for_update() if for_update else query).first()
+    return sale_of(row) if row else None
+
+
+def sale_by_key(conn: Connection, payment_key: str) -> SaleRecord | None:
+    row = conn.execute(select(sales_table).where(sales_table.c.payment_key == payment_key)).first()
+    return sale_of(row) if row else None
+
+
+def sale_status(conn: Connection, sale_id: int, *, for_update: bool = False) -> SaleStatus | None:
+    """The sale's status; ``for_update`` locks its row (issuing takes turns on it)."""
+    query = select(sales_table.c.status).where(sales_table.c.id == sale_id)
+    value = conn.execute(query.with_for_update() if for_update else query).scalar()
+    return SaleStatus(value) if value else None
+
+
+def set_sale(
+    conn: Connection, sale_id: int, *, only_if: SaleStatus | None = None, **values: Any
+) -> int:
+    """Update a sale's status and links (duplicate_of, refund_of, held_reason, buyer…)."""
+    if isinstance(values.get("buyer"), Buyer):
+        values["buyer"] = buyer_json(values["buyer"])
+    query = update(sales_table).where(sales_table.c.id == sale_id)
+    if only_if is not None:
+        query = query.where(sales_table.c.status == only_if)
+    return int(conn.execute(query.values(**values)).rowcount)
+
+
+def others_with_intent(conn: Connection, sale_id: int, payment_intent: str) -> int | None:
+    """Another sale, not a duplicate, that carries this PaymentIntent."""
+    return conn.execute(
+        select(sales_table.c.id).where(
+            sales_table.c.payment_intent == payment_intent,
+            sales_table.c.id != sale_id,
+            # A Zapier order recorded as this intent's duplicate owns nothing.
+            sales_table.c.status != SaleStatus.DUPLICATE,
+        )
+    ).scalar()
+
+
+def sales_of_intent(conn: Connection, payment_intent: str) -> list[SaleRecord]:
+    """The sales (not refunds) paid by this PaymentIntent, oldest first."""
+    query = (
+        select(sales_table)
+        .where(sales_table.c.kind == SaleKind.SALE, sales_table.c.payment_intent == payment_intent)
+        .order_by(sales_table.c.id)
+    )
+    return [sale_of(row) for row in conn.execute(query)]
+
+
+def sale_id_of_payment(conn: Connection, payment_key: str) -> int | None:
+    """The sale (not a refund) recorded for this payment key."""
+    return conn.execute(
+        select(sales_table.c.id).where(
+            sales_table.c.kind == SaleKind.SALE, sales_table.c.payment_key == payment_key
+        )
+    ).scalar()
+
+
+def buyer_of_sale(
+    conn: Connection, *, intents: Iterable[str] = (), keys: Iterable[str] = ()
+) -> Buyer | None:
+    """The buyer of a sale paid by one of these PaymentIntents or with one of these keys."""
+    c = sales_table.c
+    match = c.payment_intent.in_(list(intents)) | c.payment_key.in_(list(keys))
+    found = conn.execute(select(c.buyer).where(c.kind == SaleKind.SALE, match)).first()
+    return buyer_of(found.buyer) if found else None
+
+
+def handled_refunds(
+    conn: Connection, sale_id: int, *, besides: int
+) -> list[tuple[RefundBasis, int]]:
+    """(basis, amount) of the refunds of the sale already credited or covered."""
+    c = sales_table.c
+    rows = conn.execute(
+        select(c.refund_basis, c.total).where(
+            c.refund_of == sale_id,
+            c.kind == SaleKind.REFUND,
+            c.status.in_((SaleStatus.INVOICED, SaleStatus.COVERED)),
+            c.id != besides,
+        )
+    )
+    return [(RefundBasis(basis), int(total)) for basis, total in rows]
+
+
+def held_sales(conn: Connection, limit: int = 100) -> list[SaleRecord]:
+    query = (
+        select(sales_table)
+        .where(sales_table.c.status == SaleStatus.HELD)
+        .order_by(sales_table.c.created_at)
+        .limit(limit)
+    )
+    return [sale_of(row) for row in conn.execute(query)]
+
+
+# -- documents --------------------------------------------------------------------------------
+
+_WITH_SOURCE = select(invoices, sales_table.c.source).join(
+    sales_table, sales_table.c.id == invoices.c.sale_id
+)
+
+
+def insert_document(conn: Connection, **values: Any) -> None:
+    values["buyer"] = buyer_json(values["buyer"])
+    values["lines"] = lines_json(values["lines"])
+    values["tax_lines"] = tax_lines_json(values["tax_lines"])
+    conn.execute(insert(invoices).values(**values))
+
+
+def document_of_sale(
+    conn: Connection, sale_id: int, *, for_update: bool = False
+) -> DocumentRecord | None:
+    """The sale's document; ``for_update`` locks its row (concurrent refunds take turns)."""
+    query = select(invoices).where(invoices.c.sale_id == sale_id)
+    row = conn.execute(query.with_for_update() if for_update else query).first()
+    return document_of(row) if row else None
+
+
+def document(conn: Connection, number: str, *, for_update: bool = False) -> DocumentRecord | None:
+    query = _WITH_SOURCE.where(invoices.c.number == number)
+    row = conn.execute(query.with_for_update(of=invoices) if for_update else query).first()
+    return document_of(row) if row else None
+
+
+def document_by_reference(conn: Connection, reference: str) -> DocumentRecord | None:
+    row = conn.execute(_WITH_SOURCE.where(invoices.c.payment_reference == reference)).first()
+    return document_of(row) if row else None
+
+
+def documents(
+    conn: Connection,
+    *,
+    issued_from: datetime | None = None,
+    issued_to: datetime | None = None,
+    by_number: bool = False,
+    limit: int | None = None,
+    newest_first: bool = False,
+) -> list[DocumentRecord]:
+    """Documents of a period, in issue order (or number order, or newest first)."""
+    query: Select[Any] = _WITH_SOURCE
+    if issued_from is not None:
+        query = query.where(invoices.c.issued_at >= issued_from)
+    if issued_to is not None:
+        query = query.where(invoices.c.issued_at < issued_to)
+    if by_number:
+        query = query.order_by(invoices.c.number)
+    elif newest_first:
+        query = query.order_by(invoices.c.issued_at.desc(), invoices.c.id.desc())
+    else:
+        query = query.order_by(invoices.c.issued_at, invoices.c.id)
+    if limit is not None:
+        query = query.limit(limit)
+    return [document_of(row) for row in conn.execute(query)]
+
+
+def credit_notes_of(conn: Connection, sale_id: int) -> list[DocumentRecord]:
+    """The credit notes issued so far on the sale, oldest first."""
+    query = _WITH_SOURCE.where(
+        sales_table.c.refund_of == sale_id, sales_table.c.kind == SaleKind.REFUND
+    ).order_by(invoices.c.id)
+    return [document_of(row) for row in conn.execute(query)]
+
+
+def not_ledgered(conn: Connection, limit: int) -> list[DocumentRecord]:
+    query = (
+        _WITH_SOURCE.where(invoices.c.ledgered_at.is_(None))
+        .order_by(invoices.c.issued_at, invoices.c.id)
+        .limit(limit)
+    )
+    return [document_of(row) for row in conn.execute(query)]
+
+
+def stale_ledger_statuses(conn: Connection, limit: int) -> list[DocumentRecord]:
+    """Documents in the Sheet whose "Email" cell no longer says their email status."""
+    query = (
+        _WITH_SOURCE.where(
+            invoices.c.ledgered_at.is_not(None),
+            invoices.c.ledger_email_status.is_distinct_from(invoices.c.email_status),
+        )
+        .order_by(invoices.c.id)
+        .limit(limit)
+    )
+    return [document_of(row) for row in conn.execute(query)]
+
+
+def set_document(conn: Connection, document_id: int, **values: Any) -> None:
+    """Record a step done on a document (stored, emailed, ledgered): never its content."""
+    conn.execute(update(invoices).where(invoices.c.id == document_id).values(**values))
+
+
+def mark_emailed(conn: Connection, document_id: int, now: datetime) -> None:
+    conn.execute(
+        update(invoices)
+        .where(invoices.c.id == document_id)
+        .values(
+            email_status=EmailStatus.SENT,
+            email_error=None,
+            emailed_at=now,
+            email_count=invoices.c.email_count + 1,
+        )
+    )
+
+
+def set_documents(conn: Connection, ids: Sequence[int], **values: Any) -> None:
+    if ids:
+        conn.execute(update(invoices).where(invoices.c.id.in_(list(ids))).values(**values))
+
+
+def tax_under_exempt_regime(conn: Connection, limit: int = 20) -> list[DocumentRecord]:
+    """Documents that carry a tax Stripe charged although their regime charges none."""
+    query = (
+        _WITH_SOURCE.where(
+            invoices.c.regime.in_([r for r in Regime if r.exempt]), invoices.c.tax != 0
+        )
+        .order_by(invoices.c.issued_at.desc())
+        .limit(limit)
+    )
+    return [document_of(row) for row in conn.execute(query)]
+
+
+# -- number series ----------------------------------------------------------------------------
+
+
+def lock_counter(conn: Connection, series: str) -> int:
+    """The series' last number, its row locked until the transaction ends (``FOR UPDATE`` on
+    PostgreSQL; SQLite's BEGIN IMMEDIATE already holds the only write lock)."""
+    if is_postgres(conn):
+        conn.execute(pg_insert(counters).values(series=series, last_seq=0).on_conflict_do_nothing())
+        query = select(counters.c.last_seq).where(counters.c.series == series).with_for_update()
+        return int(conn.execute(query).scalar_one())
+    current = conn.execute(
+        select(counters.c.last_seq).where(counters.c.series == series)
+    ).scalar_one_or_none()
+    if current is None:
+        conn.execute(insert(counters).values(series=series, last_seq=0))
+        return 0
+    return int(current)
+
+
+def take_number(conn: Connection, *, series: str, seq: int, number: str, **allocation: Any) -> None:
+    """Advance the series' counter and log who took the number, when."""
+    conn.execute(update(counters).where(counters.c.series == series).values(last_seq=seq))
+    conn.execute(insert(allocations).values(series=series, seq=seq, number=number, **allocation))
+
+
+# -- small values: the signing key, the ledger's last append -------------------------------
+
+
+def get_meta(conn: Connection, key: str) -> str | None:
+    row = conn.execute(select(meta.c.value).where(meta.c.key == key)).first()
+    return row.value if row else None
+
+
+def set_meta(conn: Connection, key: str, value: str, *, only_if_new: bool = False) -> None:
+    if only_if_new:
+        conn.execute(_insert(conn)(meta).values(key=key, value=value).on_conflict_do_nothing())
+        return
+    if conn.execute(update(meta).where(meta.c.key == key).values(value=value)).rowcount == 0:
+        conn.execute(meta.insert().values(key=key, value=value))
+
+
+def ping(conn: Connection) -> None:
+    conn.execute(text("SELECT 1"))
+
+
+def sales_with_numbers(
+    conn: Connection, *, payment_key: str | None = None, payment_intent: str | None = None
+) -> list[tuple[SaleRecord, str | None]]:
+    """Sales of a payment key (or PaymentIntent, duplicates left out), each with its
+    document's number when it has one."""
+    query = select(sales_table, invoices.c.number.label("number")).select_from(
+        sales_table.outerjoin(invoices, invoices.c.sale_id == sales_table.c.id)
+    )
+    if payment_key is not None:
+        query = query.where(sales_table.c.payment_key == payment_key)
+    if payment_intent is not None:
+        query = query.where(
+            sales_table.c.payment_intent == payment_intent,
+            sales_table.c.status != SaleStatus.DUPLICATE,
+        )
+    rows = conn.execute(query.order_by(sales_table.c.id))
+    return [(sale_of(row), row.number) for row in rows]

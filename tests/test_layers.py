@@ -1,0 +1,118 @@
+"""The layers docs/architecture.md promises: no import cycle anywhere, the leaves stay leaves,
+the SQL stays in its modules, outside systems stay behind integrations/."""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+PACKAGES = ("invoicing", "integrations", "exports")
+
+
+def modules() -> dict[str, Path]:
+    found = {"app": ROOT / "app.py"}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            if "migrations" in path.parts:
+                continue
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            found[name.removesuffix(".__init__")] = path
+    return found
+
+
+def imports() -> dict[str, set[str]]:
+    """Which project modules each module imports, at any depth of its code (lazy imports
+    inside functions count: they still make a cycle when both run)."""
+    known = modules()
+    graph: dict[str, set[str]] = defaultdict(set)
+    for name, path in known.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            graph[name] |= {t for t in targets if t in known and t != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in graph.get(node, ()):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in list(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_cycle() -> None:
+    """No two modules of the project import each other, even through others or lazily."""
+    assert cycles(imports()) == []
+
+
+def test_the_cycle_finder_finds_one() -> None:
+    """The check above can fail: a made-up a → b → c → a is reported."""
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_leaves_import_nothing_of_the_project_but_leaves() -> None:
+    """model and errors import nothing of ours; settings only those two."""
+    graph = imports()
+    assert graph["invoicing.model"] == set()
+    assert graph["invoicing.errors"] == set()
+    assert graph["invoicing.settings"] <= {"invoicing.errors", "invoicing.model"}
+
+
+def test_integrations_use_only_the_domain_types() -> None:
+    """An outside system's module produces domain values and raises domain errors; it never
+    reaches into the pipeline, the queue or the database."""
+    allowed = {
+        "invoicing.model",
+        "invoicing.drafts",
+        "invoicing.errors",
+        "invoicing.sources",
+        "invoicing.money",
+    }
+    for name, targets in imports().items():
+        if name.startswith("integrations."):
+            ours = {t for t in targets if t.startswith("invoicing.")}
+            assert ours <= allowed, (name, ours - allowed)
+
+
+def test_sql_is_written_in_its_modules_only() -> None:
+    """Statements are built in records (sales, documents, events), queue (jobs) and store
+    (tables, migrations): nowhere else imports SQLAlchemy's statement builders."""
+    builders = {"select", "insert", "update", "delete", "text", "bindparam"}
+    writers = {"invoicing.records", "invoicing.queue", "invoicing.store"}
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sqlalchemy"):
+                used = {a.name for a in node.names} & builders
+                assert not used or name in writers, (name, used)
