@@ -230,18 +230,44 @@ def checkout_line(item: Fields) -> Line:
     net, discount_net = _net(subtotal, discount, inclusive)
     if total - tax != net:  # an older shape without amount_total: trust the subtotal
         net, discount_net = subtotal - discount, discount
-    taxes = item.objects("taxes")
-    price = item.obj("price")
-    unit = price.amount("unit_amount", default=0) if price else 0
+    return _priced(
+        item,
+        item.text("description") or "Article",
+        quantity,
+        (net, discount_net, tax),
+        taxes=item.objects("taxes"),
+        discounts=item.objects("discounts"),
+        inclusive=inclusive,
+    )
+
+
+def _priced(
+    obj: Fields,
+    description: str,
+    quantity: int,
+    amounts: tuple[int, int, int],
+    *,
+    taxes: list[Fields],
+    discounts: list[Fields],
+    inclusive: int,
+    period: tuple[datetime, datetime] | None = None,
+) -> Line:
+    """The Line of an item whose (net, discount, tax) are known: its unit price from
+    ``price.unit_amount`` when that excludes tax and multiplies out, its rate from the taxes
+    Stripe expanded, else from the amounts."""
+    net, discount, tax = amounts
+    price = obj.obj("price")
+    unit = price.amount("unit_amount", default=0) if price and not inclusive else None
     return Line(
-        description=item.text("description") or "Article",
+        description=description,
         quantity=quantity,
-        unit_amount=_unit(unit if not inclusive else None, quantity, net + discount_net),
+        unit_amount=_unit(unit, quantity, net + discount),
         amount=net,
         tax_amount=tax,
         tax_rate=next((r for r in map(_rate_of, taxes) if r), None) or percent(tax, net),
-        discount=discount_net,
-        discount_label=_label(item.objects("discounts")),
+        period=period,
+        discount=discount,
+        discount_label=_label(discounts),
     )
 
 
@@ -262,18 +288,15 @@ def invoice_line(line: Fields) -> Line:
         if t.raw("inclusive") is True or t.raw("tax_behavior") == "inclusive"
     )
     net, discount_net = _net(gross, discount, inclusive)
-    price = line.obj("price")
-    unit = price.amount("unit_amount", default=0) if price else None
-    return Line(
-        description=line.text("description") or "Abonnement",
-        quantity=quantity,
-        unit_amount=_unit(unit if not inclusive else None, quantity, net + discount_net),
-        amount=net,
-        tax_amount=tax,
-        tax_rate=next((r for r in map(_rate_of, taxes) if r), None) or percent(tax, net),
+    return _priced(
+        line,
+        line.text("description") or "Abonnement",
+        quantity,
+        (net, discount_net, tax),
+        taxes=taxes,
+        discounts=discounts,
+        inclusive=inclusive,
         period=_period(line),
-        discount=discount_net,
-        discount_label=_label(discounts),
     )
 
 

@@ -145,6 +145,8 @@ def run_demo() -> int:
     # The demo's own database, folders and secret, whatever the shell has set: a demo sale
     # must never take a number in a real series or leave through a real mail server.
     env = {**os.environ, **DEMO_ENV}
+    # The worker child logs each step at INFO; the demo's own summary below is what to read.
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
     if not env.get("INVOICEHOOK_CONFIG") and not Path("invoicehook.toml").exists():
         env["INVOICEHOOK_CONFIG"] = "invoicehook.example.toml"
     port = _free_port()
