@@ -71,6 +71,12 @@ def credit_in(conn: Connection, rt: Runtime, refund_id: int) -> DocumentRecord |
     # single writer already does), so none reads what another credits.
     original = records.document_of_sale(conn, sale.id, for_update=True)
     if original is None:
+        if sale.status == SaleStatus.HELD:
+            # Waiting on a sale the seller must fix first: say so, as a retry and a dead letter.
+            raise TransientError(
+                f"refund {refund.payment_key}: sale {sale.id} is held ({sale.held_reason}); "
+                "once it is invoiced, replay this refund's event"
+            )
         if state_of(conn, sale.id, JobKind.INVOICE) == JobState.DEAD:
             # Waiting would be forever, and silent: fail, so it shows as a dead letter too.
             raise TransientError(

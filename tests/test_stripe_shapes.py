@@ -310,3 +310,26 @@ def test_signed_invalid_event_is_kept_and_refused(
             ]
     assert [(outcome, named in (error or "")) for outcome, error in kept] == [("rejected", True)]
     assert made == [0, 0, 0]
+
+
+def test_a_refund_of_a_held_sale_says_so(tmp_path: Path) -> None:
+    """A refund of a held sale does not wait in silence: its job fails, naming the hold."""
+    from invoicing.queue import failures
+
+    rt = runtime_of(tmp_path, f"sqlite:///{tmp_path}/db.sqlite", JOB_MAX_ATTEMPTS="1")
+    intent = so.bare_payment_intent(api=so.NEW)
+    deliver(rt, so.event(intent, "payment_intent.succeeded", api_version="2025-03-31"))
+    refund = {
+        "id": "re_test_held",
+        "object": "refund",
+        "amount": 4500,
+        "currency": "eur",
+        "payment_intent": intent["id"],
+        "status": "succeeded",
+        "created": so.PI_PAID + 3600,
+    }
+    deliver(rt, so.event(refund, "refund.created", api_version="2025-03-31"))
+    Worker(rt).drain()
+    with rt.engine.connect() as conn:
+        (failed,) = failures(conn)
+    assert not failed.will_retry and "is held (no buyer" in failed.error
