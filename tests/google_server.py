@@ -13,8 +13,9 @@ Tokens are real in the sense that matters: an access token is only accepted whil
 expired and only for the scopes it was granted; service-account JWTs are verified with the
 public key the test registers.
 
-In a test module: ``@pytest.fixture def google_api(): with running() as fake: yield fake``
-(or import the ``google_api`` fixture defined here).
+Tests get one from the ``google_api`` fixture (tests/conftest.py), which wraps
+:func:`running`; ``user_credentials`` and ``service_account_credentials`` give the
+GOOGLE_CREDENTIALS JSON of a seller the fake knows.
 """
 
 from __future__ import annotations
@@ -35,8 +36,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from googleapiclient.discovery_cache import get_static_doc
+
+from integrations.google_client import GMAIL_SEND
 
 GMAIL_SCOPES = {
     "https://mail.google.com/",
@@ -46,6 +50,11 @@ GMAIL_SCOPES = {
 }
 SHEETS_SCOPES = {"https://www.googleapis.com/auth/spreadsheets"}
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+# The seller's OAuth client and refresh token, and the service account, that tests use.
+REFRESH_TOKEN = "1//0refresh-token-of-zoe"
+CLIENT_ID = "1234-abc.apps.googleusercontent.com"
+CLIENT_SECRET = "GOCSPX-client-secret"
+SA_EMAIL = "invoicehook@atelier-123.iam.gserviceaccount.com"
 
 _DOCS = {name: json.loads(get_static_doc(name, "v4" if name == "sheets" else "v1") or "{}")
          for name in ("gmail", "sheets")}  # fmt: skip
@@ -57,7 +66,7 @@ def _method(api: str, dotted: str) -> dict[str, Any]:
     *resources, name = dotted.split(".")
     for resource in resources:
         node = node["resources"][resource]
-    return node["methods"][name]  # type: ignore[no-any-return]
+    return node["methods"][name]
 
 
 class Refusal(Exception):
@@ -435,7 +444,7 @@ class GoogleFake:
         if option not in ("RAW", "USER_ENTERED"):
             raise Refusal(400, "badRequest", "'valueInputOption' is required but not specified")
         sheet = self._sheet(auth, sid)
-        responses = []
+        responses: list[dict[str, Any]] = []
         with self.lock:
             self.value_input_options.append(option)
             for item in body.get("data", []):
@@ -688,8 +697,39 @@ def running() -> Iterator[GoogleFake]:
         server.server_close()
 
 
-@pytest.fixture
-def google_api() -> Iterator[GoogleFake]:
-    """The fake for one test (import it into a test module, or wrap :func:`running`)."""
-    with running() as fake:
-        yield fake
+def user_credentials(fake: GoogleFake, scopes: set[str] | None = None, **extra: Any) -> str:
+    """The authorized-user JSON a seller puts in GOOGLE_CREDENTIALS, known to the fake."""
+    fake.add_user(REFRESH_TOKEN, CLIENT_ID, CLIENT_SECRET, scopes or {GMAIL_SEND})
+    info = {
+        "type": "authorized_user",
+        "refresh_token": REFRESH_TOKEN,
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        **extra,
+    }
+    return json.dumps(info)
+
+
+def service_account_credentials(fake: GoogleFake) -> str:
+    """A service-account JSON with a fresh RSA key whose public half the fake trusts."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    fake.service_accounts[SA_EMAIL] = public
+    return json.dumps(
+        {
+            "type": "service_account",
+            "project_id": "atelier-123",
+            "private_key_id": "k1",
+            "private_key": private,
+            "client_email": SA_EMAIL,
+            "client_id": "109876543210",
+            "token_uri": f"{fake.url}/token",
+        }
+    )

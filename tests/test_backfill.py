@@ -22,10 +22,8 @@ from invoicing.runtime import Runtime, build_runtime
 from invoicing.settings import Settings, load_settings
 from invoicing.store import allocations, counters, events, invoices, jobs, sales
 from invoicing.worker import Worker
-from tests.conftest import checkout_event, write_config
+from tests.conftest import attachment, checkout_event, pdf_text, sell, write_config
 from tests.stripe_server import API_KEY, StripeServer
-from tests.test_end_to_end import attachment, pdf_text
-from tests.test_pipeline import sell
 
 PARIS = ZoneInfo("Europe/Paris")
 NUMBER = re.compile(r"invoiced (F\d{4}-\d{6})")
@@ -168,11 +166,10 @@ def open_shop(stripe: StripeServer) -> None:
 
 
 @pytest.fixture
-def stripe() -> Iterator[StripeServer]:
-    server = StripeServer(page_size=2).start()
-    open_shop(server)
-    yield server
-    server.stop()
+def stripe(stripe_api: StripeServer) -> StripeServer:
+    """Stripe's API holding the shop's past payments (two objects a page)."""
+    open_shop(stripe_api)
+    return stripe_api
 
 
 @pytest.fixture

@@ -6,12 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from invoicing.drafts import Delivery
 from tests.conftest import (
     ROOT,
     Inbox,
@@ -19,10 +17,12 @@ from tests.conftest import (
     alive,
     checkout_event,
     children,
+    db_rows,
     free_port,
     post_event,
+    sell,
+    wait_until,
 )
-from tests.test_end_to_end import db_rows, wait_until
 
 
 def run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -106,11 +106,12 @@ def test_sigterm_finishes_the_job_in_hand(
         post_event(client, checkout_event(1))
     url = env["DATABASE_URL"]
     wait_until(lambda: any(r.stored_at for r in db_rows(url, invoices)), what="PDF stored")
-    time.sleep(0.3)  # the worker is now inside the SMTP conversation
+    wait_until(inbox.held.is_set, what="the worker inside the SMTP conversation")
     assert service.proc is not None
     service.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.5)
-    assert service.proc.poll() is None  # still finishing the job in hand
+    # Proving a negative: nothing to wait on, only time in which an exit would show.
+    with pytest.raises(subprocess.TimeoutExpired):
+        service.proc.wait(0.5)  # still finishing the job in hand
     inbox.hold.set()
     # uvicorn re-raises the signal once its graceful shutdown is over.
     assert service.proc.wait(30) in (0, -signal.SIGTERM)
@@ -131,11 +132,9 @@ def test_worker_process_is_restarted_and_dies_with_its_parent(
     assert service.proc is not None
     (first_child,) = children(service.proc.pid)
     os.kill(first_child, signal.SIGKILL)
+    pid = service.proc.pid
     wait_until(
-        lambda: (
-            len(children(service.proc.pid)) == 1  # type: ignore[union-attr]
-            and children(service.proc.pid)[0] != first_child
-        ),  # type: ignore[union-attr]
+        lambda: len(children(pid)) == 1 and children(pid)[0] != first_child,
         timeout=20,
         what="a new worker process",
     )
@@ -143,7 +142,7 @@ def test_worker_process_is_restarted_and_dies_with_its_parent(
         post_event(client, checkout_event(1))
     url = service_env["DATABASE_URL"]
     wait_until(lambda: any(r.emailed_at for r in db_rows(url, invoices)), what="invoice sent")
-    (second_child,) = children(service.proc.pid)
+    (second_child,) = children(pid)
     service.kill()
     wait_until(lambda: not alive(second_child), timeout=10, what="the worker to follow its parent")
 
@@ -153,29 +152,13 @@ def test_work_command_runs_the_queue_on_its_own(
 ) -> None:
     """`invoicehook work` alone (as a second machine would run it) invoices what is queued
     and stops cleanly on SIGTERM."""
-    import json as jsonlib
-
-    from integrations.stripe_events import parse, to_sale
-    from invoicing.intake import record
+    from invoicing.runtime import build_runtime
     from invoicing.settings import load_settings
-    from invoicing.store import invoices, make_engine, migrate
+    from invoicing.store import invoices
 
-    engine = make_engine(service_env["DATABASE_URL"])
-    migrate(engine)
-    body = jsonlib.dumps(checkout_event(1)).encode()
-    event = parse(body)
-    load_settings(service_env)  # the same settings the worker will read
-    record(
-        engine,
-        source="stripe",
-        delivery=Delivery(
-            event["id"],
-            event["type"],
-            body.decode(),
-            to_sale(event),
-        ),
-    )
-    engine.dispose()
+    rt = build_runtime(load_settings(service_env))  # the same settings the worker will read
+    sell(rt, checkout_event(1))
+    rt.engine.dispose()
     proc = subprocess.Popen(
         [sys.executable, "-m", "invoicing.cli", "work"],
         env={"PATH": "/usr/bin:/bin", **service_env},

@@ -17,8 +17,8 @@ from pypdf import PdfReader
 
 from invoicing.document import InvoiceRenderer, pdf_filename, storage_key
 from invoicing.model import Buyer, Invoice, Line, Seller, TaxLine
+from tests.conftest import TEMPLATES, pdf_text, spaced
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 ISSUED_AT = datetime(2026, 11, 25, 14, 3, 7, tzinfo=UTC)
 
 SELLER = Seller(
@@ -83,18 +83,8 @@ def renderer() -> InvoiceRenderer:
     return InvoiceRenderer(TEMPLATES)
 
 
-def norm(text: str) -> str:
-    """Whitespace as a reader sees it: Babel's no-break spaces and line ends become spaces."""
-    return " ".join(text.split())
-
-
 def read(pdf: bytes) -> PdfReader:
     return PdfReader(io.BytesIO(pdf))
-
-
-def text_of(pdf: bytes) -> str:
-    reader = read(pdf)
-    return norm(" ".join(page.extract_text() for page in reader.pages))
 
 
 def render_text(
@@ -103,7 +93,7 @@ def render_text(
     regime: str = "franchise",
     seller: Seller = SELLER,
 ) -> str:
-    return text_of(renderer.render(invoice, seller, regime))
+    return pdf_text(renderer.render(invoice, seller, regime))
 
 
 def font_names(pdf: bytes) -> set[str]:
@@ -119,7 +109,7 @@ def font_names(pdf: bytes) -> set[str]:
 def test_franchise_invoice_carries_the_mandatory_mentions(renderer: InvoiceRenderer) -> None:
     """A French consumer invoice shows what the law asks for, as a French reader expects."""
     pdf = renderer.render(make_invoice(), SELLER, "franchise")
-    text = text_of(pdf)
+    text = pdf_text(pdf)
 
     assert len(read(pdf).pages) == 1
     for expected in (
@@ -311,9 +301,9 @@ def test_buyer_text_is_printed_literally(renderer: InvoiceRenderer, name: str) -
     buyer = replace(CONSUMER, name=name, address=(name, "69002 Lyon"))
     line = replace(COURSE, description=f"Cours pour {name}")
     pdf = renderer.render(make_invoice(buyer=buyer, lines=(line,)), SELLER, "franchise")
-    text = text_of(pdf)
-    assert norm(name) in text
-    assert f"Cours pour {norm(name)}" in text
+    text = pdf_text(pdf)
+    assert spaced(name) in text
+    assert f"Cours pour {spaced(name)}" in text
     assert len(read(pdf).pages) == 1
     assert "TVA non applicable" in text  # the rest of the page is still there
 
@@ -394,7 +384,7 @@ def test_renderer_is_safe_across_threads(renderer: InvoiceRenderer) -> None:
     for thread in threads:
         thread.join()
     for number in numbers:
-        assert number in text_of(results[number])
+        assert number in pdf_text(results[number])
         assert results[number] == renderer.render(make_invoice(number=number), SELLER, "franchise")
 
 
@@ -403,7 +393,7 @@ def test_many_lines_flow_onto_a_second_page(renderer: InvoiceRenderer) -> None:
     lines = tuple(Line(f"Module {n}", 1, 1000, 1000) for n in range(1, 41))
     invoice = make_invoice(buyer=COMPANY, lines=lines, subtotal=40000, total=40000)
     pdf = renderer.render(invoice, SELLER, "franchise")
-    text = text_of(pdf)
+    text = pdf_text(pdf)
     assert len(read(pdf).pages) >= 2
     assert "Module 40" in text
     assert "Total 400,00 €" in text

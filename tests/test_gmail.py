@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
-from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from integrations.gmail import GmailMailer
 from integrations.google_client import GMAIL_SEND, SPREADSHEETS
@@ -22,59 +17,30 @@ from integrations.mailer import mailer_from_url
 from invoicing.errors import PermanentError, SettingsError, TransientError
 from invoicing.runtime import check_wiring
 from invoicing.settings import load_settings
-from tests.conftest import ROOT, Service, checkout_event, free_port, post_event, write_config
-from tests.google_server import JWT_BEARER, GoogleFake, running
-from tests.test_end_to_end import attachment, pdf_text, wait_until
-from tests.test_message import PDF, build
-
-REFRESH_TOKEN = "1//0refresh-token-of-zoe"
-CLIENT_ID = "1234-abc.apps.googleusercontent.com"
-CLIENT_SECRET = "GOCSPX-client-secret"
-SA_EMAIL = "invoicehook@atelier-123.iam.gserviceaccount.com"
-
-
-@pytest.fixture
-def google_api() -> Iterator[GoogleFake]:
-    with running() as fake:
-        yield fake
-
-
-def user_credentials(fake: GoogleFake, scopes: set[str] | None = None, **extra: Any) -> str:
-    """The authorized-user JSON a seller puts in GOOGLE_CREDENTIALS, known to the fake."""
-    fake.add_user(REFRESH_TOKEN, CLIENT_ID, CLIENT_SECRET, scopes or {GMAIL_SEND})
-    info = {
-        "type": "authorized_user",
-        "refresh_token": REFRESH_TOKEN,
-        "client_id": CLIENT_ID,
-        "client_secret": CLIENT_SECRET,
-        **extra,
-    }
-    return json.dumps(info)
-
-
-def service_account_credentials(fake: GoogleFake) -> str:
-    """A service-account JSON with a fresh RSA key whose public half the fake trusts."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    fake.service_accounts[SA_EMAIL] = public
-    return json.dumps(
-        {
-            "type": "service_account",
-            "project_id": "atelier-123",
-            "private_key_id": "k1",
-            "private_key": private,
-            "client_email": SA_EMAIL,
-            "client_id": "109876543210",
-            "token_uri": f"{fake.url}/token",
-        }
-    )
+from tests.conftest import (
+    PDF,
+    ROOT,
+    Service,
+    all_jobs_done,
+    attachment,
+    build,
+    checkout_event,
+    free_port,
+    pdf_text,
+    post_event,
+    wait_until,
+    write_config,
+)
+from tests.google_server import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    JWT_BEARER,
+    REFRESH_TOKEN,
+    SA_EMAIL,
+    GoogleFake,
+    service_account_credentials,
+    user_credentials,
+)
 
 
 def gmail(fake: GoogleFake, credentials: str, url: str = "gmail://me") -> GmailMailer:
@@ -343,7 +309,8 @@ def test_paid_checkout_is_emailed_through_gmail(
         response = post_event(client, checkout_event(1, name="Léa Martin"))
         assert (response.status_code, response.json()["status"]) == (200, "accepted")
         wait_until(lambda: len(google_api.sent) >= 1, what="the Gmail send")
-        time.sleep(0.5)  # a second send would show up by now
+        url = env["DATABASE_URL"]
+        wait_until(lambda: all_jobs_done(url), what="the queue to finish")  # no second send
 
     (sent,) = google_api.sent
     number = f"F{time.gmtime().tm_year}-000001"

@@ -13,9 +13,7 @@ import re
 import socket
 import sys
 import threading
-import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -27,19 +25,19 @@ from integrations.google_auth import load_credentials
 from integrations.google_client import GMAIL_SEND, SPREADSHEETS
 from invoicing.errors import SettingsError
 from invoicing.google_setup import google_auth_scopes, run_google_auth
-from tests.conftest import free_port
-from tests.google_server import GoogleFake, running
+from tests.conftest import free_port, wait_until
+from tests.google_server import GoogleFake
 
 CLIENT_ID = "1234-desktop.apps.googleusercontent.com"
 CLIENT_SECRET = "GOCSPX-desktop-secret"
 
 
 @pytest.fixture
-def google_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[GoogleFake]:
+def google_api(google_api: GoogleFake, monkeypatch: pytest.MonkeyPatch) -> GoogleFake:
+    """The shared fake, with oauthlib told to accept its plain-http token endpoint."""
     # The fake's token endpoint is plain http on 127.0.0.1; Google's is https.
     monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
-    with running() as fake:
-        yield fake
+    return google_api
 
 
 def client_secrets(folder: Path, fake: GoogleFake, kind: str = "installed") -> Path:
@@ -64,13 +62,10 @@ def auth_url_in(text: str) -> str | None:
 
 
 def wait_for_auth_url(out: io.StringIO, timeout: float = 10) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        url = auth_url_in(out.getvalue())
-        if url:
-            return url
-        time.sleep(0.02)
-    raise AssertionError(f"no authorization URL printed: {out.getvalue()!r}")
+    wait_until(lambda: auth_url_in(out.getvalue()), timeout, what="the authorization URL")
+    url = auth_url_in(out.getvalue())
+    assert url is not None
+    return url
 
 
 def consent(fake: GoogleFake, auth_url: str, code: str, granted: set[str] | None = None) -> str:
@@ -164,7 +159,7 @@ def test_loopback_flow_mints_a_refresh_token(tmp_path: Path, google_api: GoogleF
 
     # What was printed is what GOOGLE_CREDENTIALS takes: it refreshes against the fake.
     credentials = load_credentials(flow.result, scopes, api_endpoint=google_api.url)
-    credentials.refresh(Request())  # type: ignore[no-untyped-call]
+    credentials.refresh(Request())
     assert google_api.token_requests[-1]["grant_type"] == "refresh_token"
     assert google_api.token_requests[-1]["refresh_token"] == issued
 

@@ -116,3 +116,62 @@ def test_sql_is_written_in_its_modules_only() -> None:
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sqlalchemy"):
                 used = {a.name for a in node.names} & builders
                 assert not used or name in writers, (name, used)
+
+
+# -- the tests' own layers: helpers in conftest and the fakes, never in another test module ----
+
+
+def imported_test_modules(source: str) -> set[str]:
+    """The test modules (tests.test_*) that ``source`` imports, at any depth: lazy imports
+    inside functions count, and so do relative ones."""
+
+    def is_test_module(name: str) -> bool:
+        return name.rsplit(".", 1)[-1].startswith("test_")
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:  # from .test_x import y, from . import test_x
+                module = ".".join(filter(None, ["tests", node.module]))
+            if is_test_module(module):
+                found.add(module)
+            else:
+                found |= {f"{module}.{a.name}" for a in node.names if is_test_module(a.name)}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if is_test_module(a.name)}
+    return {name if name.startswith("tests.") else f"tests.{name}" for name in found}
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared fixtures and helpers live in tests/conftest.py (or the fake they are about:
+    google_server, stripe_server, stripe_objects); a test module imports no other."""
+    offenders = {
+        path.name: sorted(imported)
+        for path in sorted((ROOT / "tests").glob("test_*.py"))
+        if (imported := imported_test_modules(path.read_text(encoding="utf-8")))
+    }
+    assert offenders == {}
+
+
+def test_the_test_import_finder_finds_them() -> None:
+    """The check above can fail: top-level, lazy and relative imports of a test module are
+    all found; conftest and the fakes are not test modules."""
+    source = """
+from tests.conftest import sell
+from tests.google_server import running
+from tests.test_pipeline import sell as other
+import tests.test_ledger
+
+def helper():
+    from tests.test_end_to_end import pdf_text
+    from . import test_gmail
+    from .test_refunds import refund_event
+"""
+    assert imported_test_modules(source) == {
+        "tests.test_pipeline",
+        "tests.test_ledger",
+        "tests.test_end_to_end",
+        "tests.test_gmail",
+        "tests.test_refunds",
+    }

@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from integrations.google_client import GMAIL_SEND, SPREADSHEETS
-from invoicing import ledger, queue, records
+from invoicing import ledger, records
 from invoicing.cli import main
 from invoicing.errors import SettingsError
 from invoicing.pipeline import load_invoice
@@ -25,73 +23,32 @@ from invoicing.runtime import Runtime, build_runtime
 from invoicing.settings import load_settings, sheet_id_of
 from invoicing.store import as_utc, invoices, jobs
 from invoicing.worker import Worker
-from tests.conftest import ROOT, Service, checkout_event, post_event, write_config
-from tests.google_server import GoogleFake, running
-from tests.test_end_to_end import wait_until
-from tests.test_gmail import SA_EMAIL, service_account_credentials, user_credentials
-from tests.test_pipeline import sell
-
-SHEET = "1AbCdEfGhIjKlMnOp"
-
-
-@pytest.fixture
-def google_api() -> Iterator[GoogleFake]:
-    with running() as fake:
-        fake.new_sheet(SHEET, "Ledger")
-        yield fake
-
-
-def ledger_env(tmp_path: Path, fake: GoogleFake, credentials: str | None = None) -> dict[str, str]:
-    return {
-        "INVOICEHOOK_CONFIG": str(write_config(tmp_path)),
-        "DATABASE_URL": f"sqlite:///{tmp_path}/invoicehook.db",
-        "STORAGE_URL": f"file://{tmp_path}/invoices",
-        "EMAIL_URL": f"file://{tmp_path}/outbox",
-        "LEDGER_SHEET": f"https://docs.google.com/spreadsheets/d/{SHEET}/edit#gid=0",
-        "GOOGLE_CREDENTIALS": credentials or user_credentials(fake, scopes={SPREADSHEETS}),
-        "GOOGLE_API_ENDPOINT": fake.url,
-        "RETRY_BASE_SECONDS": "0.05",
-        "RETRY_MAX_SECONDS": "0.2",
-        "PUBLIC_URL": "https://invoices.example.com",
-    }
+from tests.conftest import (
+    ROOT,
+    SHEET,
+    Service,
+    all_jobs_done,
+    checkout_event,
+    ledger_env,
+    post_event,
+    rows,
+    sell,
+    settle,
+    wait_until,
+    write_config,
+)
+from tests.google_server import SA_EMAIL, GoogleFake, service_account_credentials, user_credentials
 
 
 @pytest.fixture
 def runtime(tmp_path: Path, google_api: GoogleFake) -> Runtime:
+    """Here, the runtime writes the ledger to the fake's Sheet (on SQLite only)."""
     return build_runtime(load_settings(ledger_env(tmp_path, google_api)))
 
 
 def job_states(rt: Runtime, kind: str) -> list[str]:
     with rt.engine.connect() as conn:
         return list(conn.execute(select(jobs.c.state).where(jobs.c.kind == kind)).scalars())
-
-
-def settle(rt: Runtime, timeout: float = 60, threads: int = 1) -> None:
-    """Run the queue (in ``threads`` loops) until no job is pending or running."""
-    deadline = time.monotonic() + timeout
-
-    def loop() -> None:
-        worker = Worker(rt)
-        while time.monotonic() < deadline:
-            if worker.run_once():
-                continue
-            with rt.engine.connect() as conn:
-                if not {"pending", "running"} & set(queue.counts(conn)):
-                    return
-            time.sleep(0.05)
-
-    running_loops = [threading.Thread(target=loop) for _ in range(threads)]
-    for t in running_loops:
-        t.start()
-    for t in running_loops:
-        t.join()
-    with rt.engine.connect() as conn:
-        left = {"pending", "running"} & set(queue.counts(conn))
-    assert not left, f"jobs still {left} after {timeout} s"
-
-
-def rows(fake: GoogleFake, tab: str = "Ledger") -> list[list[Any]]:
-    return fake.sheets[SHEET][tab]
 
 
 def appends(fake: GoogleFake) -> int:
@@ -454,7 +411,8 @@ def test_the_service_writes_the_header_at_start_and_a_row_per_sale(
         response = post_event(client, checkout_event(1, name="Léa Martin"))
         assert response.json()["status"] == "accepted"
         wait_until(lambda: len(rows(google_api)) >= 2, what="the ledger row")
-        time.sleep(0.5)  # a second row would show up by now
+        url = env["DATABASE_URL"]
+        wait_until(lambda: all_jobs_done(url), what="the queue to finish")  # no second row
 
     header, row = rows(google_api)
     assert (row[1], row[3]) == (f"F{time.gmtime().tm_year}-000001", "Léa Martin")

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -25,52 +24,21 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from integrations.mailer import OutboxMailer, SmtpMailer, mailer_from_url
 from invoicing.errors import PermanentError, SettingsError, TransientError
-from invoicing.message import build_invoice_message
-from invoicing.model import Buyer, Invoice, Line, Seller
+from tests.conftest import PDF, build, free_port, make_invoice, wait_until
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-PDF = b"%PDF-1.4 test"
 USER, PASSWORD = "invoices@atelier-martin.fr", "s3cret pass/wörd"
 
 
 def invoice_message(
     number: str = "F2026-000123", buyer_email: str = "zoe@example.fr"
 ) -> EmailMessage:
-    seller = Seller(
-        name="Camille Martin",
-        address=("12 rue des Lilas", "75011 Paris"),
-        country="FR",
-        siren="123456789",
-        email="camille@atelier-martin.fr",
-    )
-    invoice = Invoice(
-        number=number,
-        kind="invoice",
-        issued_at=datetime(2026, 11, 25, 14, 3, tzinfo=UTC),
-        sale_date=date(2026, 11, 25),
-        currency="EUR",
-        buyer=Buyer(name="Zoé Dupont", email=buyer_email),
-        lines=(Line("Cours", 1, 19900, 19900),),
-        subtotal=19900,
-        tax=0,
-        total=19900,
-    )
-    return build_invoice_message(
-        invoice,
-        seller,
-        pdf=PDF,
+    """An invoice email sent from USER, its PDF (``PDF``) named after its number."""
+    return build(
+        make_invoice(number=number, email_address=buyer_email),
         pdf_filename=f"{number}.pdf",
         link=f"https://invoices.example.com/invoices/{number}.pdf?sig=abc",
-        sender="Camille Martin <invoices@atelier-martin.fr>",
-        subject=None,
-        templates_dir=TEMPLATES,
+        sender=f"Camille Martin <{USER}>",
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- settings ---------------------------------------------------------------------------
@@ -446,7 +414,7 @@ def test_connection_idle_a_while_is_checked_with_noop_then_reused() -> None:
     with smtp_server(handler) as port:
         mailer = SmtpMailer("127.0.0.1", port, timeout=5, check_idle_after=0.0)
         mailer.send(invoice_message("F2026-000001"))
-        time.sleep(0.01)
+        time.sleep(0.01)  # idle for longer than 0.0 s on the mailer's own time.monotonic()
         mailer.send(invoice_message("F2026-000002"))
         mailer.close()
 
@@ -461,7 +429,8 @@ def test_connection_the_server_dropped_is_replaced(check_idle_after: float) -> N
     with smtp_server(handler, timeout=0.5) as port:  # aiosmtpd drops clients idle 0.5 s
         mailer = SmtpMailer("127.0.0.1", port, timeout=5, check_idle_after=check_idle_after)
         mailer.send(invoice_message("F2026-000001"))
-        time.sleep(1.0)
+        (served,) = handler.connections
+        wait_until(lambda: served.transport is None, 10, what="the server to drop the client")
         mailer.send(invoice_message("F2026-000002"))
         mailer.close()
 
@@ -585,7 +554,7 @@ def test_connection_idle_too_long_is_not_reused() -> None:
     with smtp_server(handler) as port:
         mailer = SmtpMailer("127.0.0.1", port, timeout=5, max_idle=0.0)
         mailer.send(invoice_message("F2026-000001"))
-        time.sleep(0.01)
+        time.sleep(0.01)  # idle for longer than 0.0 s on the mailer's own time.monotonic()
         mailer.send(invoice_message("F2026-000002"))
         mailer.close()
 

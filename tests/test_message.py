@@ -7,62 +7,18 @@ import email.policy
 import re
 import shutil
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from invoicing import message as message_module
 from invoicing.errors import PermanentError, SettingsError
 from invoicing.message import build_invoice_message, compile_mjml, message_id
-from invoicing.model import Buyer, Invoice, Line, Seller
 from invoicing.money import format_money
-
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-PDF = b"%PDF-1.4 test"
-LINK = "https://invoices.example.com/invoices/F2026-000123.pdf?sig=0123456789abcdef"
-SENDER = "Camille Martin <factures@atelier-martin.fr>"
-
-SELLER = Seller(
-    name="Camille Martin",
-    address=("12 rue des Lilas", "75011 Paris"),
-    country="FR",
-    siren="123456789",
-    email="camille@atelier-martin.fr",
-)
-
-
-def make_invoice(
-    name: str = "Zoé Dupont", email_address: str = "zoe@example.fr", **changes: object
-) -> Invoice:
-    invoice = Invoice(
-        number="F2026-000123",
-        kind="invoice",
-        issued_at=datetime(2026, 11, 25, 14, 3, 7, tzinfo=UTC),
-        sale_date=date(2026, 11, 25),
-        currency="EUR",
-        buyer=Buyer(name=name, email=email_address),
-        lines=(Line("Cours de céramique", 1, 19900, 19900),),
-        subtotal=19900,
-        tax=0,
-        total=19900,
-        language="fr",
-    )
-    return replace(invoice, **changes)  # type: ignore[arg-type]
-
-
-def build(invoice: Invoice | None = None, **overrides: object) -> EmailMessage:
-    kwargs: dict[str, object] = {
-        "pdf": PDF,
-        "pdf_filename": "2026/11/F2026-000123_dupont-zoe.pdf",
-        "link": LINK,
-        "sender": SENDER,
-        "subject": None,
-        "templates_dir": TEMPLATES,
-    }
-    kwargs.update(overrides)
-    return build_invoice_message(invoice or make_invoice(), SELLER, **kwargs)  # type: ignore[arg-type]
+from tests.conftest import LINK, PDF, SELLER, SENDER, TEMPLATES, build, make_invoice
 
 
 def parsed(msg: EmailMessage) -> EmailMessage:
@@ -263,9 +219,9 @@ def test_mjml_is_compiled_once_per_process(monkeypatch: pytest.MonkeyPatch) -> N
     calls = []
     real = message_module.mjml.mjml2html
 
-    def counting(*args: object, **kwargs: object) -> object:
+    def counting(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
-        return real(*args, **kwargs)  # type: ignore[arg-type]
+        return real(*args, **kwargs)
 
     message_module._environment.cache_clear()
     monkeypatch.setattr(message_module.mjml, "mjml2html", counting)

@@ -8,11 +8,7 @@ from decimal import Decimal
 import pytest
 
 from invoicing.money import format_date, format_money, format_number, to_major
-
-
-def norm(text: str) -> str:
-    """Babel writes no-break and narrow no-break spaces; compare them as plain spaces."""
-    return " ".join(text.split())
+from tests.conftest import spaced
 
 
 @pytest.mark.parametrize(
@@ -35,7 +31,7 @@ def norm(text: str) -> str:
 )
 def test_format_money(amount: int, currency: str, language: str, expected: str) -> None:
     """Each currency keeps its own number of decimals and the language's conventions."""
-    assert expected == norm(format_money(amount, currency, language))
+    assert expected == spaced(format_money(amount, currency, language))
 
 
 def test_french_amounts_use_no_break_spaces() -> None:
@@ -86,6 +82,6 @@ def test_format_date() -> None:
     """Dates are written out in full, in the invoice's language."""
     assert format_date(date(2026, 11, 25), "fr") == "25 novembre 2026"
     assert format_date(date(2026, 11, 25), "en") == "November 25, 2026"
-    assert norm(format_date(datetime(2027, 1, 1, 8, 0, tzinfo=UTC), "fr")) == "1er janvier 2027"
+    assert spaced(format_date(datetime(2027, 1, 1, 8, 0, tzinfo=UTC), "fr")) == "1er janvier 2027"
     assert format_date(date(2027, 1, 1), "en") == "January 1, 2027"
     assert format_date(date(2027, 1, 11), "fr") == "11 janvier 2027"

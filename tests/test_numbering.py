@@ -9,8 +9,16 @@ from pathlib import Path
 
 from invoicing.numbering import format_number, series_key
 from invoicing.store import allocations, invoices
-from tests.conftest import Service, checkout_event, post_event
-from tests.test_end_to_end import db_rows, wait_until
+from tests.conftest import (
+    Service,
+    checkout_event,
+    db_rows,
+    pdf_text_of,
+    post_event,
+    sell,
+    wait_until,
+    write_config,
+)
 
 
 def test_patterns_and_series() -> None:
@@ -73,9 +81,6 @@ def test_new_year_in_paris_starts_the_new_series(tmp_path: Path) -> None:
     from invoicing.pipeline import load_invoice, process_sale
     from invoicing.runtime import build_runtime
     from invoicing.settings import load_settings
-    from tests.conftest import write_config
-    from tests.test_end_to_end import pdf_text
-    from tests.test_pipeline import sell
 
     env = {
         "INVOICEHOOK_CONFIG": str(write_config(tmp_path)),
@@ -92,4 +97,4 @@ def test_new_year_in_paris_starts_the_new_series(tmp_path: Path) -> None:
     assert row is not None
     assert (row.number, row.series) == ("F2027-000001", "invoice:2027")
     assert storage_key(row.printable()).startswith("2027/01/")
-    assert "1er janvier 2027" in pdf_text(rt.storage.get(row.pdf_key))
+    assert "1er janvier 2027" in pdf_text_of(rt, row)

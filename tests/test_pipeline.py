@@ -2,54 +2,20 @@
 
 from __future__ import annotations
 
-import json
-import time
-from datetime import date
+from datetime import date, timedelta
 from email import message_from_bytes, policy
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 from markupsafe import escape
 from sqlalchemy import select
 
-from integrations.stripe_events import parse, to_sale
-from invoicing.drafts import Delivery
-from invoicing.intake import record
 from invoicing.pipeline import load_invoice, process_sale
 from invoicing.runtime import Runtime, build_runtime
 from invoicing.settings import load_settings
 from invoicing.worker import Worker
-from tests.conftest import checkout_event, write_config
-from tests.test_end_to_end import pdf_text
-
-
-@pytest.fixture
-def runtime(tmp_path: Path, database_url: str) -> Runtime:
-    env = {
-        "INVOICEHOOK_CONFIG": str(write_config(tmp_path)),
-        "DATABASE_URL": database_url,
-        "STORAGE_URL": f"file://{tmp_path}/invoices",
-        "EMAIL_URL": f"file://{tmp_path}/outbox",
-    }
-    return build_runtime(load_settings(env))
-
-
-def sell(rt: Runtime, event: dict) -> int:  # type: ignore[type-arg]
-    body = json.dumps(event).encode()
-    parsed = parse(body)
-    outcome = record(
-        rt.engine,
-        source="stripe",
-        delivery=Delivery(
-            parsed["id"],
-            parsed["type"],
-            body.decode(),
-            to_sale(parsed),
-        ),
-    )
-    assert outcome.sale_id is not None
-    return outcome.sale_id
-
+from tests.conftest import checkout_event, pdf_text_of, sell, write_config
 
 NAMES = [
     "#set page(fill: red) *gras* _it_ $x^2$ <lbl> @ref \\",
@@ -68,17 +34,18 @@ def test_buyer_text_reaches_pdf_and_email_as_text(runtime: Runtime, name: str) -
     Worker(runtime).drain()
     row = load_invoice(runtime, sale_id)
     assert row is not None and row.email_status == "sent"
-    pdf = runtime.storage.get(row.pdf_key)
-    assert " ".join(name.split()) in pdf_text(pdf)
+    assert " ".join(name.split()) in pdf_text_of(runtime, row)
 
     (eml,) = Path(runtime.settings.email_url.removeprefix("file://")).glob("*.eml")
     msg = message_from_bytes(eml.read_bytes(), policy=policy.default)
+    assert isinstance(msg, EmailMessage)
     assert msg["To"].addresses[0].display_name == name
-    html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    html_part, plain_part = msg.get_body(("html",)), msg.get_body(("plain",))
+    assert html_part is not None and plain_part is not None
+    html = html_part.get_content()
     assert str(escape(name)) in html  # escaped once, never evaluated
     assert "<script>" not in html
-    plain = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-    assert name in plain
+    assert name in plain_part.get_content()
 
 
 @pytest.mark.parametrize(
@@ -94,7 +61,7 @@ def test_currencies_keep_their_minor_units(
     row = load_invoice(runtime, sale_id)
     assert row is not None
     assert (row.currency, row.total) == (currency.upper(), amount)
-    assert expected in pdf_text(runtime.storage.get(row.pdf_key))
+    assert expected in pdf_text_of(runtime, row)
 
 
 def test_steps_are_not_repeated(runtime: Runtime) -> None:
@@ -119,7 +86,7 @@ def test_regenerated_pdf_is_byte_identical(runtime: Runtime) -> None:
     sale_id = sell(runtime, checkout_event(1))
     Worker(runtime).drain()
     row = load_invoice(runtime, sale_id)
-    assert row is not None
+    assert row is not None and row.pdf_key is not None
     assert render_pdf(runtime, row) == runtime.storage.get(row.pdf_key)
 
 
@@ -133,10 +100,11 @@ def test_a_worker_whose_job_was_taken_over_sends_nothing(
     from invoicing.store import jobs
 
     sale_id = sell(runtime, checkout_event(1))
-    slow = queue.claim(runtime.engine, workers[0], lease_seconds=0.001)
+    slow = queue.claim(runtime.engine, workers[0], lease_seconds=1)
     assert slow is not None
-    time.sleep(0.01)
-    fast = queue.claim(runtime.engine, workers[1], lease_seconds=60)
+    # A minute on, the slow holder's one-second lease has run out: the job is up for grabs.
+    a_minute_later = runtime.clock() + timedelta(minutes=1)
+    fast = queue.claim(runtime.engine, workers[1], lease_seconds=60, clock=lambda: a_minute_later)
     assert fast is not None and fast.id == slow.id
 
     with pytest.raises(queue.LeaseLost):
@@ -165,7 +133,7 @@ def test_taxed_sale_without_rates_is_invoiced(tmp_path: Path, regime: str) -> No
     assert process_sale(rt, sale_id).endswith("done")
     row = load_invoice(rt, sale_id)
     assert row is not None and row.email_status == "sent"
-    text = pdf_text(rt.storage.get(row.pdf_key))
+    text = pdf_text_of(rt, row)
     assert "100,00 €" in text and "20,00 €" in text and "120,00 €" in text
     assert "TVA" in text and "FR12123456789" in text
 
@@ -201,4 +169,4 @@ def test_sale_date_follows_the_sellers_time_zone(
     Worker(rt).drain()
     invoice = load_invoice(rt, row.sale_id)
     assert invoice is not None and invoice.pdf_key is not None
-    assert printed in pdf_text(rt.storage.get(invoice.pdf_key))
+    assert printed in pdf_text_of(rt, invoice)

@@ -2,60 +2,39 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from email import message_from_bytes, policy
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select, update
 
-from integrations.stripe_events import parse, to_sale
 from invoicing.cli import main
 from invoicing.drafts import Delivery
 from invoicing.intake import record
 from invoicing.pipeline import load_invoice, load_invoice_by_number, process_sale
 from invoicing.runtime import Runtime, build_runtime
 from invoicing.settings import load_settings
-from invoicing.store import invoices, jobs, sales, utcnow, write
+from invoicing.store import invoices, jobs, sales, write
 from invoicing.worker import Worker
-from tests.conftest import checkout_event, write_config
+from tests.conftest import (
+    attachment,
+    checkout_event,
+    deliver,
+    free_port,
+    ledger_env,
+    pdf_text,
+    refund_event,
+    rows,
+    sell,
+    settle,
+    write_config,
+)
 from tests.google_server import GoogleFake
-from tests.test_end_to_end import attachment, pdf_text
-from tests.test_ledger import google_api, ledger_env, rows, settle  # noqa: F401 (a fixture)
-from tests.test_pipeline import runtime, sell  # noqa: F401 (a fixture)
 
 PAID = 19900
-
-
-def refund_event(
-    n: int | str,
-    amount: int,
-    *,
-    status: str = "succeeded",
-    event_type: str = "refund.created",
-    payment_intent: str = "pi_test_1",
-    event_id: str | None = None,
-) -> dict[str, Any]:
-    return {
-        "id": event_id or f"evt_{event_type}_{n}_{status}",
-        "object": "event",
-        "type": event_type,
-        "created": 1795600000,
-        "data": {
-            "object": {
-                "id": f"re_{n}",
-                "object": "refund",
-                "amount": amount,
-                "currency": "eur",
-                "status": status,
-                "payment_intent": payment_intent,
-                "charge": "ch_1",
-                "created": 1795600000,
-            }
-        },
-    }
 
 
 def charge_refunded(amount_refunded: int, event_id: str = "evt_charge") -> dict[str, Any]:
@@ -99,7 +78,7 @@ def outbox(rt: Runtime) -> Path:
     return Path(rt.settings.email_url.removeprefix("file://"))
 
 
-def test_full_refund_is_a_credit_note_citing_the_invoice(runtime: Runtime) -> None:  # noqa: F811
+def test_full_refund_is_a_credit_note_citing_the_invoice(runtime: Runtime) -> None:
     """All of it back: the invoice's own lines, negative, under its own number, emailed."""
     invoice = invoiced(runtime)
     invoice_pdf = runtime.storage.get(invoice.pdf_key)
@@ -122,16 +101,19 @@ def test_full_refund_is_a_credit_note_citing_the_invoice(runtime: Runtime) -> No
 
     eml = outbox(runtime) / "AV2026-000001.3e693cf7.eml"
     msg = message_from_bytes(eml.read_bytes(), policy=policy.default)
+    assert isinstance(msg, EmailMessage)
     assert msg["Subject"] == "Avoir AV2026-000001"
     assert msg["To"].addresses[0].addr_spec == "lea@example.org"
-    plain = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    plain_part = msg.get_body(("plain",))
+    assert plain_part is not None
+    plain = plain_part.get_content()
     assert "avoir AV2026-000001 d'un montant de 199,00\xa0€, sur la facture F2026-000001" in plain
     name, data = attachment(msg)
     assert name == "AV2026-000001_lea-martin.pdf" and data == runtime.storage.get(note.pdf_key)
 
 
 def test_partial_repeated_and_over_refunds_never_credit_more_than_paid(
-    runtime: Runtime,  # noqa: F811
+    runtime: Runtime,
 ) -> None:
     """50 €, then 80 €, then 100 € asked: the third is cut to the 69 € left, a fourth is nothing."""
     invoiced(runtime)
@@ -215,7 +197,7 @@ def test_vat_given_back_in_pieces_adds_up_to_the_vat_invoiced(
 
 @pytest.mark.parametrize("charge_first", [False, True])
 def test_one_refund_told_twice_is_one_credit_note(
-    runtime: Runtime,  # noqa: F811
+    runtime: Runtime,
     charge_first: bool,
 ) -> None:
     """charge.refunded and refund.created of the same refund, in either order: one credit note."""
@@ -233,10 +215,10 @@ def test_one_refund_told_twice_is_one_credit_note(
     assert [n.total for n in credit_notes(runtime)] == [-5000, -3000]
 
 
-def test_charge_listing_its_refunds_is_those_refunds(runtime: Runtime) -> None:  # noqa: F811
+def test_charge_listing_its_refunds_is_those_refunds(runtime: Runtime) -> None:
     """Older API versions put the refunds in charge.refunded: each is credited as itself."""
     invoiced(runtime)
-    deliver(runtime, refund_event(2, 3000))
+    sell(runtime, refund_event(2, 3000))
     Worker(runtime).drain()
     charge = charge_refunded(8000)
     charge["data"]["object"]["refunds"] = {
@@ -247,60 +229,36 @@ def test_charge_listing_its_refunds_is_those_refunds(runtime: Runtime) -> None: 
             refund_event(2, 3000)["data"]["object"],
         ],
     }
-    assert deliver(runtime, charge) == "accepted"
-    assert deliver(runtime, refund_event(1, 5000)) == "duplicate"
+    assert deliver(runtime, charge).status == "accepted"
+    assert deliver(runtime, refund_event(1, 5000)).status == "duplicate"
     Worker(runtime).drain()
     notes = credit_notes(runtime)
     assert [(n.payment_reference, n.total) for n in notes] == [("re_2", -3000), ("re_1", -5000)]
 
 
-def test_failed_refund_is_answered_with_what_it_means(runtime: Runtime) -> None:  # noqa: F811
+def test_failed_refund_is_answered_with_what_it_means(runtime: Runtime) -> None:
     invoiced(runtime)
     failed = refund_event(1, 5000, status="failed", event_type="refund.failed")
     failed["data"]["object"]["failure_reason"] = "expired_or_canceled_card"
-    body = json.dumps(failed)
-    outcome = record(
-        runtime.engine,
-        source="stripe",
-        delivery=Delivery(
-            failed["id"],
-            failed["type"],
-            body,
-            to_sale(
-                parse(
-                    body.encode(),
-                )
-            ),
-        ),
-    )
+    outcome = deliver(runtime, failed)
     assert outcome.status == "ignored"
     assert "failed (expired_or_canceled_card): no money went back" in outcome.reason
     assert credit_notes(runtime) == []
 
 
-def test_refund_dated_when_it_succeeded(runtime: Runtime) -> None:  # noqa: F811
+def test_refund_dated_when_it_succeeded(runtime: Runtime) -> None:
     """A refund asked on the 25th that succeeds on the 28th went back on the 28th."""
     invoiced(runtime)
     event = refund_event(1, 5000, event_type="refund.updated")
     event["created"] = 1795600000 + 3 * 86400
-    deliver(runtime, event)
+    sell(runtime, event)
     Worker(runtime).drain()
     (note,) = credit_notes(runtime)
     assert f"{note.sale_date:%Y-%m-%d}" == "2026-11-28"
     assert "Remboursé le 28 novembre 2026" in pdf_text(runtime.storage.get(note.pdf_key))
 
 
-def deliver(rt: Runtime, event: dict[str, Any]) -> str:
-    body = json.dumps(event)
-    result = to_sale(parse(body.encode()))
-    return record(
-        rt.engine,
-        source="stripe",
-        delivery=Delivery(event["id"], event["type"], body, result),
-    ).status
-
-
-def test_refund_updates_until_it_succeeds(runtime: Runtime) -> None:  # noqa: F811
+def test_refund_updates_until_it_succeeds(runtime: Runtime) -> None:
     """A pending refund is not yet money back; its "succeeded" update is, once."""
     invoiced(runtime)
     statuses = []
@@ -309,13 +267,13 @@ def test_refund_updates_until_it_succeeds(runtime: Runtime) -> None:  # noqa: F8
         refund_event(1, PAID, event_type="refund.updated"),
         refund_event(1, PAID, event_type="refund.updated", event_id="evt_again"),
     ):
-        statuses.append(deliver(runtime, event))
+        statuses.append(deliver(runtime, event).status)
         Worker(runtime).drain()
     assert statuses == ["ignored", "accepted", "duplicate"]
     assert [n.number for n in credit_notes(runtime)] == ["AV2026-000001"]
 
 
-def test_refund_before_its_sale_waits_for_the_invoice(runtime: Runtime) -> None:  # noqa: F811
+def test_refund_before_its_sale_waits_for_the_invoice(runtime: Runtime) -> None:
     """Stripe's events come in any order: a refund first is kept and credited once invoiced."""
     refund_id = sell(runtime, refund_event(1, PAID))
     Worker(runtime).drain()
@@ -332,7 +290,7 @@ def test_refund_before_its_sale_waits_for_the_invoice(runtime: Runtime) -> None:
     assert note.credited_number == "F2026-000001" and note.total == -PAID
 
 
-def test_concurrent_refunds_credit_exactly_what_was_paid(runtime: Runtime) -> None:  # noqa: F811
+def test_concurrent_refunds_credit_exactly_what_was_paid(runtime: Runtime) -> None:
     """Five 50 € refunds of a 199 € sale handled at once: 199 € credited, numbers unbroken."""
     invoiced(runtime)
     refund_ids = [sell(runtime, refund_event(n, 5000)) for n in range(1, 6)]
@@ -356,10 +314,9 @@ def test_concurrent_refunds_credit_exactly_what_was_paid(runtime: Runtime) -> No
     assert sorted(n.total for n in notes) == [-5000, -5000, -5000, -4900]
 
 
-def test_refund_of_a_zapier_sale_by_its_payment_intent(runtime: Runtime) -> None:  # noqa: F811
+def test_refund_of_a_zapier_sale_by_its_payment_intent(runtime: Runtime) -> None:
     """A Podia sale that came through Zapier names its PaymentIntent; Stripe's refund finds it."""
     from integrations.zapier import to_sale as zap_sale
-    from invoicing.store import utcnow
 
     fields = {
         "order_id": "podia-77",
@@ -377,12 +334,9 @@ def test_refund_of_a_zapier_sale_by_its_payment_intent(runtime: Runtime) -> None
             "zapier:podia-77",
             "zapier.order",
             "{}",
-            zap_sale(
-                fields,
-                {},
-                utcnow(),
-            ),
+            zap_sale(fields, {}, runtime.clock()),
         ),
+        clock=runtime.clock,
     )
     sell(runtime, refund_event(1, PAID, payment_intent="pi_podia"))
     Worker(runtime).drain()
@@ -392,7 +346,7 @@ def test_refund_of_a_zapier_sale_by_its_payment_intent(runtime: Runtime) -> None
 
 def test_credit_note_rows_in_the_ledger_are_negative(
     tmp_path: Path,
-    google_api: GoogleFake,  # noqa: F811
+    google_api: GoogleFake,
 ) -> None:
     rt = build_runtime(load_settings(ledger_env(tmp_path, google_api)))
     sell(rt, checkout_event(1))
@@ -428,7 +382,7 @@ def said(capsys: pytest.CaptureFixture[str]) -> Said:
 
 
 def test_refund_note_for_money_given_back_outside_stripe(
-    runtime: Runtime,  # noqa: F811
+    runtime: Runtime,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -465,7 +419,7 @@ def test_refund_note_for_money_given_back_outside_stripe(
 
 
 def test_list_shows_invoices_and_credit_notes(
-    runtime: Runtime,  # noqa: F811
+    runtime: Runtime,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -491,7 +445,7 @@ def test_list_shows_invoices_and_credit_notes(
 
 
 def test_credit_note_is_emailed_after_its_invoice(
-    runtime: Runtime,  # noqa: F811
+    runtime: Runtime,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -515,7 +469,9 @@ def test_credit_note_is_emailed_after_its_invoice(
 
     Worker(runtime).drain()  # the invoice's job first, then the credit notes' again
     with write(runtime.engine) as conn:  # the postponed ones come due
-        conn.execute(update(jobs).where(jobs.c.state == "pending").values(run_after=utcnow()))
+        conn.execute(
+            update(jobs).where(jobs.c.state == "pending").values(run_after=runtime.clock())
+        )
     Worker(runtime).drain()
     sent = sorted(outbox(runtime).glob("*.eml"), key=lambda p: p.stat().st_mtime_ns)
     assert [p.name.split(".")[0] for p in sent] == [
@@ -526,14 +482,12 @@ def test_credit_note_is_emailed_after_its_invoice(
 
 
 def test_refund_note_says_when_its_email_fails(
-    runtime: Runtime,  # noqa: F811
+    runtime: Runtime,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The credit note is issued, but its email cannot go out: the command says so, exit 1."""
-    from tests.conftest import free_port
-
     invoiced(runtime)
     cli_env(runtime, monkeypatch, tmp_path)
     monkeypatch.setenv("EMAIL_URL", f"smtp://127.0.0.1:{free_port()}")  # nobody listens
@@ -546,7 +500,7 @@ def test_refund_note_says_when_its_email_fails(
 
 
 def test_refund_waits_while_its_sale_is_recorded_but_not_invoiced(
-    runtime: Runtime,  # noqa: F811
+    runtime: Runtime,
 ) -> None:
     """The sale is in, its job has not run yet: the refund waits for the number, and is
     not dropped."""
@@ -559,13 +513,15 @@ def test_refund_waits_while_its_sale_is_recorded_but_not_invoiced(
     assert credit_notes(runtime) == []
     Worker(runtime).drain()  # the sale's job, then the refund's when it comes due
     with write(runtime.engine) as conn:
-        conn.execute(update(jobs).where(jobs.c.state == "pending").values(run_after=utcnow()))
+        conn.execute(
+            update(jobs).where(jobs.c.state == "pending").values(run_after=runtime.clock())
+        )
     Worker(runtime).drain()
     assert [n.total for n in credit_notes(runtime)] == [-5000]
 
 
 def test_credit_note_email_does_not_wait_behind_a_dead_invoice_job(
-    runtime: Runtime,  # noqa: F811
+    runtime: Runtime,
 ) -> None:
     """The invoice is numbered but its job is a dead letter: its credit note goes out rather
     than waiting for an email that no job will send."""
@@ -583,7 +539,7 @@ def test_credit_note_email_does_not_wait_behind_a_dead_invoice_job(
 
 
 def test_replay_says_when_the_job_fails_again(
-    runtime: Runtime,  # noqa: F811
+    runtime: Runtime,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -636,7 +592,7 @@ def at_once(monkeypatch: pytest.MonkeyPatch, module: Any, name: str, *runs: Any)
 
 
 def test_same_refund_credited_by_backfill_and_worker_at_once(
-    runtime: Runtime,  # noqa: F811
+    runtime: Runtime,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """One credit note, rendered and emailed by the job; the refund is never marked covered."""
@@ -664,7 +620,7 @@ def test_same_refund_credited_by_backfill_and_worker_at_once(
 
 
 def test_same_sale_issued_by_backfill_and_worker_at_once(
-    runtime: Runtime,  # noqa: F811
+    runtime: Runtime,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """No unique-constraint traceback: the second finds the first's invoice."""
@@ -684,7 +640,7 @@ def test_same_sale_issued_by_backfill_and_worker_at_once(
 
 
 def test_refund_of_a_sale_whose_job_is_dead_fails_rather_than_waits(
-    runtime: Runtime,  # noqa: F811
+    runtime: Runtime,
 ) -> None:
     """Waiting on a dead letter would be forever and silent: the refund fails and says why."""
     sale_id = sell(runtime, checkout_event(1))
@@ -700,7 +656,7 @@ def test_refund_of_a_sale_whose_job_is_dead_fails_rather_than_waits(
 
 
 def test_replay_of_a_charge_that_listed_its_refunds(
-    runtime: Runtime,  # noqa: F811
+    runtime: Runtime,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -712,7 +668,7 @@ def test_replay_of_a_charge_that_listed_its_refunds(
         "has_more": False,
         "data": [refund_event(1, 5000)["data"]["object"]],
     }
-    assert deliver(runtime, charge) == "accepted"
+    assert deliver(runtime, charge).status == "accepted"
     Worker(runtime).drain()
     with write(runtime.engine) as conn:  # its retries ran out before the sale came
         conn.execute(update(jobs).values(state="dead"))
@@ -734,10 +690,10 @@ def test_partial_credit_notes_never_reverse_vat_and_add_up_per_rate() -> None:
 
     rng = random.Random(1)
     for _ in range(20000):
-        rates = []
-        for rate in rng.sample(["20", "10", "5.5", "2.1"], rng.randint(1, 3)):
+        rates: list[TaxLine] = []
+        for percent in rng.sample(["20", "10", "5.5", "2.1"], rng.randint(1, 3)):
             taxable = rng.randint(1, 50000)
-            rates.append(TaxLine(rate, taxable, round(taxable * float(rate) / 100), "TVA"))
+            rates.append(TaxLine(percent, taxable, round(taxable * float(percent) / 100), "TVA"))
         subtotal = sum(t.taxable for t in rates)
         tax = sum(t.amount for t in rates)
         original = SimpleNamespace(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ from tests.conftest import CONFIG, ROOT, write_config
 
 
 def env_for(tmp_path: Path, **overrides: object) -> dict[str, str]:
-    return {"INVOICEHOOK_CONFIG": str(write_config(tmp_path, **overrides))}  # type: ignore[arg-type]
+    return {"INVOICEHOOK_CONFIG": str(write_config(tmp_path, **overrides))}
 
 
 def test_defaults(tmp_path: Path) -> None:
@@ -62,9 +63,9 @@ def test_defaults(tmp_path: Path) -> None:
 )
 def test_wrong_values_name_the_key(
     tmp_path: Path,
-    overrides: dict,
+    overrides: dict[str, dict[str, Any]],
     env: dict[str, str],
-    message: str,  # type: ignore[type-arg]
+    message: str,
 ) -> None:
     with pytest.raises(SettingsError) as caught:
         # What start-up checks: the settings, then their wiring to the outside systems' code.
@@ -147,7 +148,9 @@ def test_monthly_series_get_monthly_credit_notes(tmp_path: Path) -> None:
         ({"seler": {"name": "Zoé"}}, "(did you mean [seller]?)"),
     ],
 )
-def test_a_misspelt_key_is_an_error(tmp_path: Path, overrides: dict, message: str) -> None:  # type: ignore[type-arg]
+def test_a_misspelt_key_is_an_error(
+    tmp_path: Path, overrides: dict[str, dict[str, Any]], message: str
+) -> None:
     """A typo in invoicehook.toml is named, not silently left at its default."""
     with pytest.raises(SettingsError) as caught:
         load_settings(env_for(tmp_path, **overrides))

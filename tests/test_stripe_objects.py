@@ -294,14 +294,13 @@ def test_an_unknown_api_version_is_refused() -> None:
 
 
 @pytest.fixture
-def server() -> Iterator[StripeServer]:
-    running = StripeServer().start()
+def server(stripe_api: StripeServer) -> StripeServer:
+    """Stripe's API holding a bare PaymentIntent, its Charge and its Customer."""
     intent = so.bare_payment_intent()
-    running.payment_intents[intent["id"]] = intent
-    running.charges["ch_test_bare"] = so.charge()
-    running.customers["cus_test_bare"] = so.customer()
-    yield running
-    running.stop()
+    stripe_api.payment_intents[intent["id"]] = intent
+    stripe_api.charges["ch_test_bare"] = so.charge()
+    stripe_api.customers["cus_test_bare"] = so.customer()
+    return stripe_api
 
 
 def client(server: StripeServer) -> stripe.StripeClient:

@@ -4,19 +4,15 @@ and signed events no one should trust."""
 
 from __future__ import annotations
 
-import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
-from integrations.stripe_events import parse, to_sale
 from invoicing import records
 from invoicing.cli import main
-from invoicing.drafts import Delivery
-from invoicing.intake import record
 from invoicing.ledger import row_of
 from invoicing.model import DocumentRecord, SaleStatus
 from invoicing.money import format_money
@@ -26,28 +22,18 @@ from invoicing.settings import load_settings
 from invoicing.store import allocations, events, jobs, sales
 from invoicing.worker import Worker
 from tests import stripe_objects as so
-from tests.conftest import write_config
+from tests.conftest import (
+    SECRET,
+    app_runtime,
+    checkout_event,
+    deliver,
+    pdf_text_of,
+    sell,
+    sign,
+    spaced,
+    write_config,
+)
 from tests.stripe_server import API_KEY, StripeServer
-
-
-def spaced(text: str) -> str:
-    """Money as the PDF's text reads back: no-break spaces become spaces."""
-    return " ".join(text.split())
-
-
-def pdf_text_of(rt: Runtime, doc: DocumentRecord) -> str:
-    from pypdf import PdfReader
-
-    assert doc.pdf_key is not None
-    reader = PdfReader(io.BytesIO(rt.storage.get(doc.pdf_key)))
-    return " ".join(" ".join((page.extract_text() or "").split()) for page in reader.pages)
-
-
-@pytest.fixture
-def stripe_api() -> Iterator[StripeServer]:
-    server = StripeServer().start()
-    yield server
-    server.stop()
 
 
 def env_of(tmp_path: Path, database_url: str, **extra: str) -> dict[str, str]:
@@ -67,16 +53,8 @@ def runtime_of(tmp_path: Path, database_url: str, **extra: str) -> Runtime:
     return build_runtime(load_settings(env_of(tmp_path, database_url, **extra)))
 
 
-def deliver(rt: Runtime, event: dict) -> int | None:  # type: ignore[type-arg]
-    body = json.dumps(event)
-    parsed = parse(body.encode())
-    delivery = Delivery(parsed["id"], parsed["type"], body, to_sale(parsed))
-    return record(rt.engine, source="stripe", delivery=delivery).sale_id
-
-
-def issued(rt: Runtime, event: dict) -> DocumentRecord:  # type: ignore[type-arg]
-    sale_id = deliver(rt, event)
-    assert sale_id is not None
+def issued(rt: Runtime, event: dict[str, Any]) -> DocumentRecord:
+    sale_id = sell(rt, event)
     Worker(rt).drain()
     doc = load_invoice(rt, sale_id)
     assert doc is not None
@@ -169,10 +147,10 @@ def test_bare_intent_with_ids_only_is_held_not_invoiced(
     rt = runtime_of(tmp_path, database_url)
     intent = so.bare_payment_intent(api=so.NEW)
     event = so.event(intent, "payment_intent.succeeded", api_version="2025-03-31.basil")
-    sale_id = deliver(rt, event)
+    sale_id = sell(rt, event)
     Worker(rt).drain()
     with rt.engine.connect() as conn:
-        sale = records.sale(conn, sale_id or 0)
+        sale = records.sale(conn, sale_id)
         taken = conn.execute(select(func.count()).select_from(allocations)).scalar()
     assert sale is not None and sale.status == SaleStatus.HELD and taken == 0
     assert sale.held_reason is not None and "STRIPE_API_KEY" in sale.held_reason
@@ -206,7 +184,7 @@ def test_held_sale_is_invoiced_by_replay_once_fixed(
     rt = runtime_of(tmp_path, database)
     intent = so.bare_payment_intent(api=so.NEW)
     event = so.event(intent, "payment_intent.succeeded", api_version="2025-03-31")
-    sale_id = deliver(rt, event)
+    sale_id = sell(rt, event)
     Worker(rt).drain()
     stripe_api.payment_intents[intent["id"]] = intent
     stripe_api.customers["cus_test_bare"] = so.customer()
@@ -217,7 +195,7 @@ def test_held_sale_is_invoiced_by_replay_once_fixed(
         ).items():
             patch.setenv(key, value)
         assert main(["replay", event["id"]]) == 0
-    doc = load_invoice(fixed, sale_id or 0)
+    doc = load_invoice(fixed, sale_id)
     assert doc is not None and doc.buyer.email == "lea@example.org" and doc.emailed_at
     assert doc.number.endswith("000001")
 
@@ -286,7 +264,6 @@ def test_signed_invalid_event_is_kept_and_refused(
     from starlette.testclient import TestClient
 
     from app import create_app
-    from tests.conftest import SECRET, checkout_event, sign
 
     env = env_of(tmp_path, database_url, STRIPE_WEBHOOK_SECRET=SECRET)
     event = checkout_event(1)
@@ -301,7 +278,7 @@ def test_signed_invalid_event_is_kept_and_refused(
             "/webhooks/stripe", content=body, headers={"Stripe-Signature": sign(body)}
         )
         assert again.status_code == 400  # Stripe's retry: still refused, kept once
-        rt: Runtime = client.app.state.runtime  # type: ignore[attr-defined]
+        rt = app_runtime(client)
         with rt.engine.connect() as conn:
             kept = conn.execute(select(events.c.outcome, events.c.error)).all()
             made = [

@@ -13,15 +13,22 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from sqlalchemy import select
 
+from integrations.stripe_events import to_sale
+from invoicing.drafts import Ignored
 from invoicing.errors import PermanentError, TransientError
 from invoicing.pipeline import load_invoice, process_sale
 from invoicing.runtime import Runtime, build_runtime
 from invoicing.settings import load_settings
 from invoicing.store import sales
 from invoicing.worker import Worker
-from tests.conftest import checkout_event, write_config
-from tests.test_end_to_end import pdf_text
-from tests.test_pipeline import sell
+from tests.conftest import (
+    checkout_event,
+    payment_intent_event,
+    pdf_text_of,
+    refund_event,
+    sell,
+    write_config,
+)
 
 
 class FakeStripe(BaseHTTPRequestHandler):
@@ -118,7 +125,8 @@ class FakeStripe(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def stripe_api() -> Iterator[str]:
+def fake_stripe() -> Iterator[str]:
+    """This module's own Stripe: a few list endpoints, FakeStripe's pages and failures."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeStripe)
     FakeStripe.requests = []
     FakeStripe.fail_next = 0
@@ -129,14 +137,15 @@ def stripe_api() -> Iterator[str]:
 
 
 @pytest.fixture
-def runtime(tmp_path: Path, stripe_api: str) -> Runtime:
+def runtime(tmp_path: Path, fake_stripe: str) -> Runtime:
+    """Here, the runtime asks this module's FakeStripe for what the events leave out."""
     env = {
         "INVOICEHOOK_CONFIG": str(write_config(tmp_path)),
         "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite",
         "STORAGE_URL": f"file://{tmp_path}/invoices",
         "EMAIL_URL": f"file://{tmp_path}/outbox",
         "STRIPE_API_KEY": "sk_test_local",
-        "STRIPE_API_BASE": stripe_api,
+        "STRIPE_API_BASE": fake_stripe,
         "RETRY_BASE_SECONDS": "0",
     }
     return build_runtime(load_settings(env))
@@ -153,7 +162,7 @@ def test_line_items_fetched_across_pages(runtime: Runtime) -> None:
         ("Module 2", 2),
         ("Module 3", 3),
     ]
-    text = pdf_text(runtime.storage.get(row.pdf_key))
+    text = pdf_text_of(runtime, row)
     assert "Module 3" in text and "140,00 €" in text
     assert len(FakeStripe.requests) == 2
 
@@ -168,25 +177,6 @@ def test_stripe_api_down_is_retried_before_numbering(runtime: Runtime) -> None:
     process_sale(runtime, sale_id)
     row = load_invoice(runtime, sale_id)
     assert row is not None and row.number.endswith("000001")
-
-
-def payment_intent_event(pi: str, amount: int = 5000) -> dict[str, Any]:
-    return {
-        "id": f"evt_{pi}",
-        "type": "payment_intent.succeeded",
-        "created": 1795500000,
-        "data": {
-            "object": {
-                "id": pi,
-                "object": "payment_intent",
-                "amount": amount,
-                "amount_received": amount,
-                "currency": "eur",
-                "receipt_email": "bob@example.org",
-                "description": "Coaching",
-            }
-        },
-    }
 
 
 def status_of(rt: Runtime, sale_id: int) -> str:
@@ -227,7 +217,7 @@ def test_bare_intent_is_invoiced(runtime: Runtime) -> None:
     process_sale(runtime, pi_sale)
     row = load_invoice(runtime, pi_sale)
     assert row is not None and row.total == 5000
-    assert "Coaching" in pdf_text(runtime.storage.get(row.pdf_key))
+    assert "Coaching" in pdf_text_of(runtime, row)
 
 
 def invoice_paid_event(invoice_id: str = "in_1", payment_intent: str | None = None) -> Any:
@@ -275,16 +265,15 @@ def test_subscription_invoice_paid(runtime: Runtime) -> None:
     process_sale(runtime, sale_id)
     row = load_invoice(runtime, sale_id)
     assert row is not None
-    text = pdf_text(runtime.storage.get(row.pdf_key))
+    text = pdf_text_of(runtime, row)
     assert "Club mensuel" in text and "Ana Lima" in text and "29,00 €" in text
     assert "Période du 24 novembre 2026 au 24 décembre 2026" in text
 
     # The same payment told by Checkout (invoice_creation) and by its PaymentIntent.
     session = checkout_event(7)
     session["data"]["object"]["invoice"] = "in_1"
-    from integrations.stripe_events import to_sale
-
-    assert "invoice.paid" in to_sale(session).reason  # type: ignore[union-attr]
+    left = to_sale(session)
+    assert isinstance(left, Ignored) and "invoice.paid" in left.reason
     pi_sale = sell(runtime, payment_intent_event("pi_sub_1", 2900))
     Worker(runtime).drain()
     assert status_of(runtime, pi_sale) == "duplicate"
@@ -295,9 +284,8 @@ def test_subscription_checkout_session_is_left_to_invoice_paid(runtime: Runtime)
     """A subscription's Checkout Session is not invoiced: its invoice.paid is."""
     event = checkout_event(2)
     event["data"]["object"]["mode"] = "subscription"
-    from integrations.stripe_events import to_sale
-
-    assert "invoice.paid" in to_sale(event).reason  # type: ignore[union-attr]
+    left = to_sale(event)
+    assert isinstance(left, Ignored) and "invoice.paid" in left.reason
 
 
 def test_check_reaches_stripe(runtime: Runtime) -> None:
@@ -337,8 +325,6 @@ def test_subscription_renewal_intent_is_left_to_invoice_paid(runtime: Runtime) -
 
 def test_refund_of_a_subscription_payment_is_matched_through_stripe(runtime: Runtime) -> None:
     """The webhook's invoice.paid names no PaymentIntent; Stripe's InvoicePayments do."""
-    from tests.test_refunds import refund_event
-
     sale_id = sell(runtime, invoice_paid_event("in_9"))
     # Its payment_intent.succeeded too: a duplicate whose owner only Stripe could name.
     pi_sale = sell(runtime, payment_intent_event("pi_renewal"))
@@ -349,7 +335,7 @@ def test_refund_of_a_subscription_payment_is_matched_through_stripe(runtime: Run
     invoice, note = load_invoice(runtime, sale_id), load_invoice(runtime, refund_id)
     assert invoice is not None and note is not None
     assert (note.kind, note.credited_number, note.total) == ("credit_note", invoice.number, -900)
-    assert "Remboursement partiel — 1 × Club mensuel" in pdf_text(runtime.storage.get(note.pdf_key))
+    assert "Remboursement partiel — 1 × Club mensuel" in pdf_text_of(runtime, note)
 
 
 def test_invoice_with_more_lines_than_stripe_embeds(runtime: Runtime) -> None:
@@ -367,5 +353,5 @@ def test_invoice_with_more_lines_than_stripe_embeds(runtime: Runtime) -> None:
     Worker(runtime).drain()
     row = load_invoice(runtime, sale_id)
     assert row is not None and len(row.lines) == 12
-    text = pdf_text(runtime.storage.get(row.pdf_key))
+    text = pdf_text_of(runtime, row)
     assert "Séance 11" in text and "Séance 12" in text and "120,00 €" in text

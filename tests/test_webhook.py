@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
 from starlette.testclient import TestClient
 
 from app import create_app
 from invoicing.settings import load_settings
 from invoicing.store import events, jobs, sales
-from tests.conftest import SECRET, checkout_event, post_event, sign, write_config
+from tests.conftest import SECRET, app_runtime, checkout_event, post_event, sign, write_config
 
 
 @pytest.fixture
@@ -31,40 +32,40 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
         yield test_client
 
 
-def count(client: TestClient, table) -> int:  # type: ignore[no-untyped-def]
-    with client.app.state.runtime.engine.connect() as conn:  # type: ignore[attr-defined]
+def count(client: TestClient, table: Table) -> int:
+    with app_runtime(client).engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
 
 
 def test_paid_session_is_recorded_with_its_job(client: TestClient) -> None:
     """A signed paid Checkout Session gives one event, one sale and one job, then a 200."""
-    response = post_event(client, checkout_event(1))  # type: ignore[arg-type]
+    response = post_event(client, checkout_event(1))
     assert (response.status_code, response.json()["status"]) == (200, "accepted")
     assert (count(client, events), count(client, sales), count(client, jobs)) == (1, 1, 1)
 
 
 def test_same_event_twice_is_a_duplicate(client: TestClient) -> None:
     """Stripe's redelivery of an event is acknowledged and changes nothing."""
-    post_event(client, checkout_event(1))  # type: ignore[arg-type]
-    second = post_event(client, checkout_event(1))  # type: ignore[arg-type]
+    post_event(client, checkout_event(1))
+    second = post_event(client, checkout_event(1))
     assert (second.status_code, second.json()["status"]) == (200, "duplicate")
     assert (count(client, sales), count(client, jobs)) == (1, 1)
 
 
 def test_second_event_for_same_payment_is_a_duplicate(client: TestClient) -> None:
     """async_payment_succeeded after a paid completed is the same sale: one job only."""
-    post_event(client, checkout_event(1))  # type: ignore[arg-type]
+    post_event(client, checkout_event(1))
     later = checkout_event(
         1, event_id="evt_other", event_type="checkout.session.async_payment_succeeded"
     )
-    response = post_event(client, later)  # type: ignore[arg-type]
+    response = post_event(client, later)
     assert response.json()["status"] == "duplicate"
     assert (count(client, events), count(client, sales), count(client, jobs)) == (2, 1, 1)
 
 
 def test_unpaid_session_is_recorded_but_not_invoiced(client: TestClient) -> None:
     """A delayed payment method: completed arrives unpaid, nothing is invoiced yet."""
-    response = post_event(client, checkout_event(1, payment_status="unpaid"))  # type: ignore[arg-type]
+    response = post_event(client, checkout_event(1, payment_status="unpaid"))
     assert response.json()["status"] == "ignored"
     assert "not 'paid'" in response.json()["reason"]
     assert (count(client, events), count(client, sales)) == (1, 0)
@@ -73,9 +74,9 @@ def test_unpaid_session_is_recorded_but_not_invoiced(client: TestClient) -> None
 def test_unknown_type_is_acknowledged_and_recorded(client: TestClient) -> None:
     """Stripe must not retry events we do not handle; we keep them anyway."""
     event = {"id": "evt_x", "type": "customer.created", "data": {"object": {"id": "cus_1"}}}
-    response = post_event(client, event)  # type: ignore[arg-type]
+    response = post_event(client, event)
     assert (response.status_code, response.json()["status"]) == (200, "ignored")
-    with client.app.state.runtime.engine.connect() as conn:  # type: ignore[attr-defined]
+    with app_runtime(client).engine.connect() as conn:
         row = conn.execute(select(events)).one()
     assert (row.type, row.outcome) == ("customer.created", "ignored")
 
@@ -156,13 +157,13 @@ def test_missing_webhook_secret_is_503(tmp_path: Path) -> None:
         "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite",
     }
     with TestClient(create_app(load_settings(env), start_worker=False)) as client:
-        response = post_event(client, checkout_event(1))  # type: ignore[arg-type]
+        response = post_event(client, checkout_event(1))
     assert response.status_code == 503
     assert "STRIPE_WEBHOOK_SECRET" in response.json()["error"]
 
 
 def test_healthz_reports_queue(client: TestClient) -> None:
-    post_event(client, checkout_event(1))  # type: ignore[arg-type]
+    post_event(client, checkout_event(1))
     body = client.get("/healthz").json()
     assert (body["database"], body["queue"]) == ("ok", {"pending": 1})
 
@@ -171,7 +172,7 @@ def test_healthz_is_503_when_the_database_is_gone(client: TestClient) -> None:
     """Fly's health check must see a machine that cannot reach its database."""
     from invoicing.store import make_engine
 
-    rt = client.app.state.runtime  # type: ignore[attr-defined]
+    rt = app_runtime(client)
     healthy_engine = rt.engine
     rt.engine = make_engine("postgresql://postgres@127.0.0.1:1/gone", pool_size=1)
     try:
@@ -194,11 +195,13 @@ def test_healthz_is_503_when_the_database_is_gone(client: TestClient) -> None:
         (lambda o: o.update(currency="xyz"), "not an ISO 4217 code"),
     ],
 )
-def test_signed_but_misshapen_objects_are_400(client: TestClient, mutate, reason: str) -> None:  # type: ignore[no-untyped-def]
+def test_signed_but_misshapen_objects_are_400(
+    client: TestClient, mutate: Callable[[dict[str, Any]], object], reason: str
+) -> None:
     """A field of the wrong shape is a 400 naming the problem, never a 500."""
     event = checkout_event(1)
     mutate(event["data"]["object"])
-    response = post_event(client, event)  # type: ignore[arg-type]
+    response = post_event(client, event)
     assert response.status_code == 400
     assert reason in response.json()["error"]
 

@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 
 from app import create_app
 from integrations.zapier import to_sale
-from invoicing.drafts import Delivery
+from invoicing.drafts import Delivery, SaleDraft
 from invoicing.errors import InvalidFields
 from invoicing.intake import record
 from invoicing.pipeline import load_invoice
@@ -22,9 +22,17 @@ from invoicing.runtime import build_runtime
 from invoicing.settings import load_settings
 from invoicing.store import invoices, jobs, sales
 from invoicing.worker import Worker
-from tests.conftest import SECRET, checkout_event, post_event, write_config
-from tests.test_end_to_end import pdf_text
-from tests.test_stripe_sources import payment_intent_event
+from tests.conftest import (
+    SECRET,
+    Service,
+    app_runtime,
+    checkout_event,
+    deliver,
+    payment_intent_event,
+    pdf_text_of,
+    post_event,
+    write_config,
+)
 
 TOKEN = "zap-secret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -36,6 +44,13 @@ ORDER: dict[str, Any] = {
     "product": "Cours de céramique",
     "amount": "199.00",
 }
+
+
+def sale_of(fields: dict[str, Any]) -> SaleDraft:
+    """The sale a Zap's ``fields`` stand for, at NOW (a Zapier order is always a sale)."""
+    draft = to_sale(fields, {}, NOW)
+    assert isinstance(draft, SaleDraft), draft
+    return draft
 
 
 def env_for(tmp_path: Path, toml_extra: str = "") -> dict[str, str]:
@@ -60,12 +75,12 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
 
 
 def rows(client: TestClient) -> list[Any]:
-    with client.app.state.runtime.engine.connect() as conn:  # type: ignore[attr-defined]
+    with app_runtime(client).engine.connect() as conn:
         return list(conn.execute(select(sales).order_by(sales.c.id)))
 
 
 def count_jobs(client: TestClient) -> int:
-    with client.app.state.runtime.engine.connect() as conn:  # type: ignore[attr-defined]
+    with app_runtime(client).engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(jobs)).scalar_one())
 
 
@@ -175,7 +190,7 @@ def test_free_order_is_ignored_and_takes_no_number(client: TestClient) -> None:
     ],
 )
 def test_amounts_in_major_units(amount: object, currency: str, minor: int) -> None:
-    draft = to_sale({**ORDER, "amount": amount, "currency": currency}, {}, NOW)
+    draft = sale_of({**ORDER, "amount": amount, "currency": currency})
     assert (draft.total, draft.currency) == (minor, currency.upper())
 
 
@@ -186,15 +201,12 @@ def test_jpy_with_cents_is_invalid() -> None:
 
 
 def test_defaults_and_paid_at() -> None:
-    draft = to_sale({**ORDER, "quantity": "2"}, {}, NOW)
-    assert (draft.paid_at, draft.lines[0].quantity, draft.payment_intent) == (  # type: ignore[index]
-        NOW,
-        2,
-        None,
-    )
-    dated = to_sale({**ORDER, "paid_at": "2026-03-01"}, {}, NOW)
+    draft = sale_of({**ORDER, "quantity": "2"})
+    assert draft.lines is not None
+    assert (draft.paid_at, draft.lines[0].quantity, draft.payment_intent) == (NOW, 2, None)
+    dated = sale_of({**ORDER, "paid_at": "2026-03-01"})
     assert dated.paid_at == datetime(2026, 3, 1, tzinfo=UTC)
-    stamped = to_sale({**ORDER, "paid_at": "2026-03-01T10:00:00+01:00"}, {}, NOW)
+    stamped = sale_of({**ORDER, "paid_at": "2026-03-01T10:00:00+01:00"})
     assert stamped.paid_at == datetime(2026, 3, 1, 9, tzinfo=UTC)
 
 
@@ -206,7 +218,7 @@ def test_duplicate_order_is_one_sale(client: TestClient) -> None:
 
 
 def test_stripe_then_zapier_same_intent_is_one_sale(client: TestClient) -> None:
-    post_event(client, checkout_event(7))  # type: ignore[arg-type]
+    post_event(client, checkout_event(7))
     order = {**ORDER, "email": "other@example.org", "stripe_payment_intent": "pi_test_7"}
     response = client.post("/webhooks/zapier", json=order, headers=AUTH)
     assert response.json()["status"] == "duplicate"
@@ -218,7 +230,7 @@ def test_stripe_then_zapier_same_intent_is_one_sale(client: TestClient) -> None:
 def test_zapier_then_stripe_same_intent_is_one_sale(client: TestClient) -> None:
     order = {**ORDER, "email": "other@example.org", "stripe_payment_intent": "pi_test_8"}
     client.post("/webhooks/zapier", json=order, headers=AUTH)
-    response = post_event(client, checkout_event(8))  # type: ignore[arg-type]
+    response = post_event(client, checkout_event(8))
     assert response.json()["status"] == "duplicate"
     first, second = rows(client)
     assert (first.source, second.status, second.duplicate_of) == ("zapier", "duplicate", first.id)
@@ -226,7 +238,7 @@ def test_zapier_then_stripe_same_intent_is_one_sale(client: TestClient) -> None:
 
 
 def test_same_email_amount_currency_is_one_sale(client: TestClient) -> None:
-    post_event(client, checkout_event(9, email="Zoe@Example.org"))  # type: ignore[arg-type]
+    post_event(client, checkout_event(9, email="Zoe@Example.org"))
     # No payment intent; Podia sends only the day of the sale (checkout_event's is 24 Nov).
     order = {**ORDER, "paid_at": "2026-11-24"}
     response = client.post("/webhooks/zapier", json=order, headers=AUTH)
@@ -240,7 +252,7 @@ def test_same_email_amount_currency_is_one_sale(client: TestClient) -> None:
 
 def test_same_email_and_amount_paid_months_apart_are_two_sales(client: TestClient) -> None:
     """A sale of last spring recorded just now (a backfill) is not today's Zapier order."""
-    post_event(client, checkout_event(9, email="Zoe@Example.org"))  # type: ignore[arg-type]
+    post_event(client, checkout_event(9, email="Zoe@Example.org"))
     order = {**ORDER, "paid_at": "2027-03-02T10:00:00Z"}
     assert client.post("/webhooks/zapier", json=order, headers=AUTH).json()["status"] == (
         "accepted"
@@ -271,7 +283,7 @@ def test_field_mapping_from_toml(tmp_path: Path) -> None:
 def test_zapier_order_becomes_invoice(tmp_path: Path) -> None:
     """End to end in process: recorded, numbered, rendered; the PDF names buyer and product."""
     rt = build_runtime(load_settings(env_for(tmp_path)))
-    draft = to_sale({**ORDER, "quantity": "1", "country": "FR"}, {}, NOW)
+    draft = sale_of({**ORDER, "quantity": "1", "country": "FR"})
     outcome = record(
         rt.engine,
         source="zapier",
@@ -282,30 +294,17 @@ def test_zapier_order_becomes_invoice(tmp_path: Path) -> None:
     with rt.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(invoices)).scalar_one() == 1
     row = load_invoice(rt, outcome.sale_id)
-    text = pdf_text(rt.storage.get(row.pdf_key))
+    assert row is not None
+    text = pdf_text_of(rt, row)
     assert "Zoé Dupont" in text
     assert "Cours de céramique" in text
 
 
 def test_bare_intent_then_zapier_is_invoiced_once(tmp_path: Path) -> None:
     """A bare payment_intent.succeeded, then the Zap for it: the intent's sale is invoiced."""
-    from integrations.stripe_events import parse
-    from integrations.stripe_events import to_sale as stripe_sale
-
     rt = build_runtime(load_settings(env_for(tmp_path)))
-    body = json.dumps(payment_intent_event("pi_bare_1", 19900)).encode()
-    event = parse(body)
-    first = record(
-        rt.engine,
-        source="stripe",
-        delivery=Delivery(
-            event["id"],
-            event["type"],
-            body.decode(),
-            stripe_sale(event),
-        ),
-    )
-    draft = to_sale({**ORDER, "stripe_payment_intent": "pi_bare_1"}, {}, NOW)
+    first = deliver(rt, payment_intent_event("pi_bare_1", 19900))
+    draft = sale_of({**ORDER, "stripe_payment_intent": "pi_bare_1"})
     second = record(
         rt.engine,
         source="zapier",
@@ -330,7 +329,7 @@ def test_a_dead_zapier_order_is_replayed(
 
     form = {**ORDER, "amount": "49,00"}
     assert client.post("/webhooks/zapier", data=form, headers=AUTH).status_code == 200
-    engine = client.app.state.runtime.engine  # type: ignore[attr-defined]
+    engine = app_runtime(client).engine
     with write(engine) as conn:
         conn.execute(update(jobs).values(state="dead", last_error="SMTP down"))
     for key, value in env_for(tmp_path).items():
@@ -343,8 +342,6 @@ def test_a_dead_zapier_order_is_replayed(
 
 def test_the_token_never_reaches_the_logs(tmp_path: Path) -> None:
     """The access log of `serve` masks ?token= (and a wrong token is refused, also masked)."""
-    from tests.conftest import Service
-
     service = Service(env_for(tmp_path), tmp_path)
     service.env["LOG_LEVEL"] = "INFO"  # the access log's level
     service.start()
