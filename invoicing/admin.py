@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from datetime import UTC, date, datetime, timedelta
 from typing import TextIO
 from zoneinfo import ZoneInfo
 
@@ -20,6 +19,7 @@ from invoicing.errors import InvoicehookError
 from invoicing.intake import record_refund
 from invoicing.model import DocumentKind, DocumentRecord, RefundBasis
 from invoicing.money import format_money, parse_amount
+from invoicing.months import Month
 from invoicing.queue import JobKind, job_of
 from invoicing.refunds import already_credited, credit_in
 from invoicing.runtime import Runtime
@@ -87,7 +87,7 @@ def list_documents(rt: Runtime, month: str | None, out: TextIO) -> int:
     sales held for want of something; returns how many documents were printed."""
     zone = ZoneInfo(rt.settings.invoice.timezone)
     language = rt.settings.invoice.language
-    start, end = month_bounds(month, zone) if month is not None else (None, None)
+    start, end = Month.parse(month).bounds(zone) if month is not None else (None, None)
     with rt.engine.connect() as conn:
         docs = records.documents(conn, issued_from=start, issued_to=end)
         held = records.held_sales(conn)
@@ -126,17 +126,3 @@ def list_documents(rt: Runtime, month: str | None, out: TextIO) -> int:
         amount = format_money(sale.total, sale.currency, language)
         print(f"HELD sale {sale.id} ({sale.payment_key}, {amount}): {sale.held_reason}", file=out)
     return len(docs)
-
-
-def month_bounds(month: str, zone: ZoneInfo) -> tuple[datetime, datetime]:
-    """ "2026-11" → its first and the next month's first instant on the seller's clock."""
-    try:
-        first = date.fromisoformat(f"{month}-01")
-    except ValueError:
-        raise InvoicehookError(f"--month {month!r} is not a month like 2026-11") from None
-    following = (first.replace(day=28) + timedelta(days=4)).replace(day=1)
-    # In UTC: SQLite compares the stored UTC times as text.
-    return (
-        datetime(first.year, first.month, 1, tzinfo=zone).astimezone(UTC),
-        datetime(following.year, following.month, 1, tzinfo=zone).astimezone(UTC),
-    )

@@ -70,6 +70,19 @@ class EmailOptions:
 
 
 @dataclass(frozen=True)
+class AccountingOptions:
+    """[accounting]: the sales journal's code and accounts in the FEC-layout export. The
+    defaults are the Plan comptable général's: 411 clients, 706 services sold, 44571 VAT
+    collected."""
+
+    journal_code: str = "VT"
+    journal_label: str = "Ventes"
+    client_account: str = "411000"
+    sales_account: str = "706000"
+    vat_account: str = "445710"
+
+
+@dataclass(frozen=True)
 class Settings:
     seller: Seller
     invoice: InvoiceOptions
@@ -99,6 +112,8 @@ class Settings:
     # [zapier]: the Zap's own field names for the canonical ones, and the default currency.
     zapier_fields: dict[str, str] = field(default_factory=dict)
     zapier_currency: str = "EUR"
+    accounting: AccountingOptions = field(default_factory=AccountingOptions)
+    accountant_email: str | None = None  # [accountant] email: the monthly pack goes there
 
 
 def _secret(env: Mapping[str, str], key: str) -> Secret | None:
@@ -137,6 +152,14 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
     "email": ("from", "subject"),
     "ledger": ("tab",),
     "zapier": ("fields", "currency"),
+    "accounting": (
+        "journal_code",
+        "journal_label",
+        "client_account",
+        "sales_account",
+        "vat_account",
+    ),
+    "accountant": ("email",),
 }
 
 
@@ -174,6 +197,43 @@ def _zapier(table: Mapping[str, Any]) -> dict[str, Any]:
             f"zapier.currency in the config: expected an ISO 4217 code like EUR, got {currency!r}"
         )
     return {"zapier_fields": dict(fields), "zapier_currency": currency}
+
+
+def _accounting(table: Mapping[str, Any]) -> AccountingOptions:
+    defaults = AccountingOptions()
+    values: dict[str, str] = {}
+    for key in ("journal_code", "journal_label", "client_account", "sales_account", "vat_account"):
+        value = _text(table, "accounting", key, getattr(defaults, key))
+        if "|" in value or "\t" in value:
+            raise SettingsError(f"accounting.{key} in the config: | and tabs separate FEC fields")
+        values[key] = value
+    for key, prefix in (
+        ("client_account", "411"),
+        ("sales_account", "70"),
+        ("vat_account", "4457"),
+    ):
+        if not re.fullmatch(r"\d{3,}", values[key]) or not values[key].startswith(prefix):
+            raise SettingsError(
+                f"accounting.{key} in the config: expected an account number of the Plan "
+                f"comptable général starting with {prefix}, got {values[key]!r}"
+            )
+    if not re.fullmatch(r"[A-Za-z0-9]{1,10}", values["journal_code"]):
+        raise SettingsError(
+            "accounting.journal_code in the config: expected 1 to 10 letters or digits, "
+            f"got {values['journal_code']!r}"
+        )
+    return AccountingOptions(**values)
+
+
+def _accountant(table: Mapping[str, Any]) -> str | None:
+    value = table.get("email")
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", value.strip()):
+        raise SettingsError(
+            f"accountant.email in the config: expected an email address, got {value!r}"
+        )
+    return value.strip()
 
 
 def _table(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
@@ -396,5 +456,7 @@ def load_settings(env: Mapping[str, str], config: Mapping[str, Any] | None = Non
         retry_max_seconds=_number(env, "RETRY_MAX_SECONDS", 3600, minimum=0),
         payment_intent_grace_seconds=_number(env, "PAYMENT_INTENT_GRACE_SECONDS", 120, minimum=0),
         config_path=path if config is None else None,
+        accounting=_accounting(_table(data, "accounting")),
+        accountant_email=_accountant(_table(data, "accountant")),
         **_zapier(_table(data, "zapier")),
     )

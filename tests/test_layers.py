@@ -83,11 +83,14 @@ def test_the_cycle_finder_finds_one() -> None:
 
 
 def test_leaves_import_nothing_of_the_project_but_leaves() -> None:
-    """model and errors import nothing of ours; settings only those two."""
+    """model and errors import nothing of ours; settings only those two; months and auth
+    only errors and settings."""
     graph = imports()
     assert graph["invoicing.model"] == set()
     assert graph["invoicing.errors"] == set()
     assert graph["invoicing.settings"] <= {"invoicing.errors", "invoicing.model"}
+    assert graph["invoicing.months"] <= {"invoicing.errors"}
+    assert graph["invoicing.auth"] <= {"invoicing.errors", "invoicing.settings"}
 
 
 def test_integrations_use_only_the_domain_types() -> None:

@@ -441,7 +441,7 @@ def test_list_shows_invoices_and_credit_notes(
     assert main(["list", "--month", "2020-01"]) == 0
     assert said(capsys).out.strip() == "no invoices issued in 2020-01"
     assert main(["list", "--month", "2026-13"]) == 1
-    assert "not a month like 2026-11" in said(capsys).err
+    assert "2026-13' is not a month: the month must be 01 to 12" in said(capsys).err
 
 
 def test_credit_note_is_emailed_after_its_invoice(

@@ -59,6 +59,14 @@ def test_defaults(tmp_path: Path) -> None:
         ({}, {"DATABASE_URL": "mysql://x"}, "DATABASE_URL: expected sqlite://…, postgresql://…"),
         ({}, {"EMAIL_URL": "pigeon://x"}, "EMAIL_URL: expected file://…, smtp://…, smtps://…"),
         ({}, {"JOB_MAX_ATTEMPTS": "many"}, "JOB_MAX_ATTEMPTS: expected a number"),
+        (
+            {"accounting": {"sales_account": "411000"}},
+            {},
+            "accounting.sales_account in the config: expected an account number of the Plan "
+            "comptable général starting with 70, got '411000'",
+        ),
+        ({"accounting": {"journal_code": "V|T"}}, {}, "accounting.journal_code in the config"),
+        ({"accountant": {"email": "cabinet"}}, {}, "accountant.email in the config: expected"),
     ],
 )
 def test_wrong_values_name_the_key(
@@ -195,3 +203,23 @@ def test_timezone_is_read_and_checked(tmp_path: Path) -> None:
     assert settings.invoice.timezone == "America/Montreal"
     with pytest.raises(SettingsError, match="invoice.timezone in the config: expected a zone"):
         load_settings(env_for(tmp_path, invoice={"timezone": "Paris"}))
+
+
+def test_accounting_defaults_and_overrides(tmp_path: Path) -> None:
+    """The FEC journal's accounts default to the PCG's and can be the accountant's own."""
+    settings = load_settings(env_for(tmp_path))
+    assert settings.accounting.client_account == "411000"
+    assert settings.accounting.vat_account == "445710"
+    assert settings.accountant_email is None
+    settings = load_settings(
+        env_for(
+            tmp_path,
+            accounting={"sales_account": "706100", "journal_code": "VE"},
+            accountant={"email": "cabinet@example.fr"},
+        )
+    )
+    assert (settings.accounting.sales_account, settings.accounting.journal_code) == (
+        "706100",
+        "VE",
+    )
+    assert settings.accountant_email == "cabinet@example.fr"
