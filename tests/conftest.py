@@ -41,7 +41,7 @@ from starlette.testclient import TestClient
 
 from integrations.google_client import SPREADSHEETS
 from integrations.stripe_events import parse, to_sale
-from invoicing import queue
+from invoicing import logs, queue
 from invoicing.drafts import Delivery
 from invoicing.intake import Outcome, record
 from invoicing.message import build_invoice_message
@@ -96,6 +96,10 @@ def wait_until(
 
 
 # --- databases ------------------------------------------------------------------------------
+
+# Log lines go to stderr as in production: unconfigured, structlog prints to stdout, where
+# a test reading a command's output would find the worker's lines of an earlier step.
+logs.configure("INFO")
 
 PG_URL = os.environ.get("TEST_DATABASE_URL")
 
