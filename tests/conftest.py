@@ -29,6 +29,7 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -96,6 +97,10 @@ def wait_until(
 
 
 # --- databases ------------------------------------------------------------------------------
+
+# The year of the numbers a sale made now gets (F2026-…, then F2027-… from January): tests
+# that number on the wall clock compare with it, so they hold on any date.
+YEAR = datetime.now(ZoneInfo("Europe/Paris")).year
 
 # Log lines go to stderr as in production: unconfigured, structlog prints to stdout, where
 # a test reading a command's output would find the worker's lines of an earlier step.

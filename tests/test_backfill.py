@@ -22,7 +22,7 @@ from invoicing.runtime import Runtime, build_runtime
 from invoicing.settings import Settings, load_settings
 from invoicing.store import allocations, counters, events, invoices, jobs, sales
 from invoicing.worker import Worker
-from tests.conftest import attachment, checkout_event, pdf_text, sell, write_config
+from tests.conftest import YEAR, attachment, checkout_event, pdf_text, sell, write_config
 from tests.stripe_server import API_KEY, StripeServer
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -491,9 +491,12 @@ def test_refunds_of_the_period_become_credit_notes(
 
     code, lines = backfill(settings)
     assert code == 0
-    assert line_of(lines, "re_bf_noe").endswith("credited AV2026-000001")
-    assert line_of(lines, "re_bf_lea").endswith("credited AV2026-000002")
-    assert "4 invoiced (F2026-000001 to F2026-000004), 2 credited (AV2026-000001 to" in lines[-1]
+    assert line_of(lines, "re_bf_noe").endswith(f"credited AV{YEAR}-000001")
+    assert line_of(lines, "re_bf_lea").endswith(f"credited AV{YEAR}-000002")
+    assert (
+        f"4 invoiced (F{YEAR}-000001 to F{YEAR}-000004), 2 credited (AV{YEAR}-000001 to"
+        in lines[-1]
+    )
 
     Worker(rt).drain()
     with rt.engine.connect() as conn:
@@ -506,13 +509,13 @@ def test_refunds_of_the_period_become_credit_notes(
             select(invoices.c.number).where(invoices.c.payment_reference == "pi_in_1")
         ).scalar_one()
     assert [(n.number, n.total) for n in notes] == [
-        ("AV2026-000001", -3500),
-        ("AV2026-000002", -5000),
+        (f"AV{YEAR}-000001", -3500),
+        (f"AV{YEAR}-000002", -5000),
     ]
     assert notes[0].credited_number == noe
 
     code, lines = backfill(settings)
-    assert "skip: already credited (AV2026-000002)" in line_of(lines, "re_bf_lea")
+    assert f"skip: already credited (AV{YEAR}-000002)" in line_of(lines, "re_bf_lea")
 
 
 def test_two_runs_at_once_invoice_each_sale_once(settings: Settings, rt: Runtime) -> None:
@@ -529,7 +532,7 @@ def test_two_runs_at_once_invoice_each_sale_once(settings: Settings, rt: Runtime
     with rt.engine.connect() as conn:
         issued = conn.execute(select(sales.c.payment_key, invoices.c.number).join(invoices)).all()
     assert sorted(key for key, _ in issued) == sorted(PAID_ORDER)
-    assert sorted(n for _, n in issued) == [f"F2026-00000{k}" for k in range(1, 5)]
+    assert sorted(n for _, n in issued) == [f"F{YEAR}-00000{k}" for k in range(1, 5)]
 
 
 def test_a_recorded_sale_whose_job_died_is_numbered_and_sent(
@@ -546,10 +549,10 @@ def test_a_recorded_sale_whose_job_died_is_numbered_and_sent(
 
     code, lines = backfill(settings)
     assert code == 0
-    assert line_of(lines, "cs_test_1").endswith("invoiced F2026-000001")
+    assert line_of(lines, "cs_test_1").endswith(f"invoiced F{YEAR}-000001")
     Worker(rt).drain()
     outbox = Path(settings.email_url.removeprefix("file://"))
-    assert any(p.name.startswith("F2026-000001.") for p in outbox.glob("*.eml"))
+    assert any(p.name.startswith(f"F{YEAR}-000001.") for p in outbox.glob("*.eml"))
 
 
 def test_refund_of_a_subscription_sale_found_through_stripe(
@@ -575,12 +578,12 @@ def test_refund_of_a_subscription_sale_found_through_stripe(
     code, lines = backfill(settings)
 
     assert code == 0
-    assert line_of(lines, "re_bf_feb").endswith("credited AV2026-000001")
+    assert line_of(lines, "re_bf_feb").endswith(f"credited AV{YEAR}-000001")
     with rt.engine.connect() as conn:
         credited = conn.execute(
             select(invoices.c.credited_number).where(invoices.c.kind == "credit_note")
         ).scalar_one()
-    assert credited == "F2026-000001"
+    assert credited == f"F{YEAR}-000001"
 
 
 def test_stop_names_the_payment_that_failed_not_a_refund_left_waiting(

@@ -20,6 +20,7 @@ from invoicing.settings import load_settings
 from invoicing.store import invoices, jobs, sales, write
 from invoicing.worker import Worker
 from tests.conftest import (
+    YEAR,
     attachment,
     checkout_event,
     deliver,
@@ -70,7 +71,7 @@ def invoiced(rt: Runtime) -> Any:
     sale_id = sell(rt, checkout_event(1))
     Worker(rt).drain()
     row = load_invoice(rt, sale_id)
-    assert row is not None and row.number == "F2026-000001"
+    assert row is not None and row.number == f"F{YEAR}-000001"
     return row
 
 
@@ -87,9 +88,14 @@ def test_full_refund_is_a_credit_note_citing_the_invoice(runtime: Runtime) -> No
     Worker(runtime).drain()
 
     (note,) = credit_notes(runtime)
-    assert (note.number, note.total, note.subtotal, note.tax) == ("AV2026-000001", -PAID, -PAID, 0)
+    assert (note.number, note.total, note.subtotal, note.tax) == (
+        f"AV{YEAR}-000001",
+        -PAID,
+        -PAID,
+        0,
+    )
     text = pdf_text(runtime.storage.get(note.pdf_key))
-    assert "Avoir" in text and "AV2026-000001" in text
+    assert "Avoir" in text and f"AV{YEAR}-000001" in text
     assert f"Facture d’origine {invoice.number} du" in text
     assert "Cours d'aquarelle 1 -199,00 € -199,00 €" in text
     assert "Total -199,00 €" in text
@@ -99,17 +105,19 @@ def test_full_refund_is_a_credit_note_citing_the_invoice(runtime: Runtime) -> No
     assert again is not None and again.total == PAID and again.pdf_sha256 == invoice.pdf_sha256
     assert runtime.storage.get(invoice.pdf_key) == invoice_pdf
 
-    eml = outbox(runtime) / "AV2026-000001.3e693cf7.eml"
+    eml = outbox(runtime) / f"AV{YEAR}-000001.3e693cf7.eml"
     msg = message_from_bytes(eml.read_bytes(), policy=policy.default)
     assert isinstance(msg, EmailMessage)
-    assert msg["Subject"] == "Avoir AV2026-000001"
+    assert msg["Subject"] == f"Avoir AV{YEAR}-000001"
     assert msg["To"].addresses[0].addr_spec == "lea@example.org"
     plain_part = msg.get_body(("plain",))
     assert plain_part is not None
     plain = plain_part.get_content()
-    assert "avoir AV2026-000001 d'un montant de 199,00\xa0€, sur la facture F2026-000001" in plain
+    assert (
+        f"avoir AV{YEAR}-000001 d'un montant de 199,00\xa0€, sur la facture F{YEAR}-000001" in plain
+    )
     name, data = attachment(msg)
-    assert name == "AV2026-000001_lea-martin.pdf" and data == runtime.storage.get(note.pdf_key)
+    assert name == f"AV{YEAR}-000001_lea-martin.pdf" and data == runtime.storage.get(note.pdf_key)
 
 
 def test_partial_repeated_and_over_refunds_never_credit_more_than_paid(
@@ -123,9 +131,9 @@ def test_partial_repeated_and_over_refunds_never_credit_more_than_paid(
 
     notes = credit_notes(runtime)
     assert [(n.number, n.total) for n in notes] == [
-        ("AV2026-000001", -5000),
-        ("AV2026-000002", -8000),
-        ("AV2026-000003", -6900),
+        (f"AV{YEAR}-000001", -5000),
+        (f"AV{YEAR}-000002", -8000),
+        (f"AV{YEAR}-000003", -6900),
     ]
     assert -sum(n.total for n in notes) == PAID
     first = pdf_text(runtime.storage.get(notes[0].pdf_key))
@@ -270,7 +278,7 @@ def test_refund_updates_until_it_succeeds(runtime: Runtime) -> None:
         statuses.append(deliver(runtime, event).status)
         Worker(runtime).drain()
     assert statuses == ["ignored", "accepted", "duplicate"]
-    assert [n.number for n in credit_notes(runtime)] == ["AV2026-000001"]
+    assert [n.number for n in credit_notes(runtime)] == [f"AV{YEAR}-000001"]
 
 
 def test_refund_before_its_sale_waits_for_the_invoice(runtime: Runtime) -> None:
@@ -287,7 +295,7 @@ def test_refund_before_its_sale_waits_for_the_invoice(runtime: Runtime) -> None:
         conn.execute(update(jobs).where(jobs.c.id == job.id).values(run_after=job.created_at))
     Worker(runtime).drain()
     (note,) = credit_notes(runtime)
-    assert note.credited_number == "F2026-000001" and note.total == -PAID
+    assert note.credited_number == f"F{YEAR}-000001" and note.total == -PAID
 
 
 def test_concurrent_refunds_credit_exactly_what_was_paid(runtime: Runtime) -> None:
@@ -310,7 +318,9 @@ def test_concurrent_refunds_credit_exactly_what_was_paid(runtime: Runtime) -> No
     assert errors == []
     notes = credit_notes(runtime)
     assert -sum(n.total for n in notes) == PAID
-    assert sorted(n.number for n in notes) == [f"AV2026-00000{k}" for k in range(1, len(notes) + 1)]
+    assert sorted(n.number for n in notes) == [
+        f"AV{YEAR}-00000{k}" for k in range(1, len(notes) + 1)
+    ]
     assert sorted(n.total for n in notes) == [-5000, -5000, -5000, -4900]
 
 
@@ -341,7 +351,7 @@ def test_refund_of_a_zapier_sale_by_its_payment_intent(runtime: Runtime) -> None
     sell(runtime, refund_event(1, PAID, payment_intent="pi_podia"))
     Worker(runtime).drain()
     (note,) = credit_notes(runtime)
-    assert note.credited_number == "F2026-000001" and note.buyer["email"] == "ana@example.org"
+    assert note.credited_number == f"F{YEAR}-000001" and note.buyer["email"] == "ana@example.org"
 
 
 def test_credit_note_rows_in_the_ledger_are_negative(
@@ -354,8 +364,8 @@ def test_credit_note_rows_in_the_ledger_are_negative(
     sell(rt, refund_event(1, 5000))
     settle(rt)
     _, invoice_row, note_row = rows(google_api)
-    assert (invoice_row[1], invoice_row[2], invoice_row[9]) == ("F2026-000001", "invoice", 199)
-    assert note_row[1:3] == ["AV2026-000001", "credit_note"]
+    assert (invoice_row[1], invoice_row[2], invoice_row[9]) == (f"F{YEAR}-000001", "invoice", 199)
+    assert note_row[1:3] == [f"AV{YEAR}-000001", "credit_note"]
     assert note_row[7:11] == [-50, 0, -50, "EUR"]
     assert note_row[12] == "re_1"
 
@@ -391,26 +401,26 @@ def test_refund_note_for_money_given_back_outside_stripe(
     invoiced(runtime)
     cli_env(runtime, monkeypatch, tmp_path)
 
-    assert main(["refund-note", "F2026-000001", "--amount", "49,90"]) == 0
+    assert main(["refund-note", f"F{YEAR}-000001", "--amount", "49,90"]) == 0
     out = said(capsys).out
-    assert "credit note AV2026-000001 issued: 49,90 € on F2026-000001" in out
-    assert "AV2026-000001: email sent" in out
+    assert f"credit note AV{YEAR}-000001 issued: 49,90 € on F{YEAR}-000001" in out
+    assert f"AV{YEAR}-000001: email sent" in out
     text = pdf_text(runtime.storage.get(credit_notes(runtime)[0].pdf_key))
     assert "Total -49,90 €" in text and "Remboursé le" in text and "référence" not in text
 
-    assert main(["refund-note", "F2026-000001", "--amount", "200"]) == 1
+    assert main(["refund-note", f"F{YEAR}-000001", "--amount", "200"]) == 1
     err = said(capsys).err
-    assert "200,00 € is more than the 149,10 € left to credit on F2026-000001" in err
-    assert main(["refund-note", "F2026-000001", "--amount", "1.234"]) == 1
+    assert f"200,00 € is more than the 149,10 € left to credit on F{YEAR}-000001" in err
+    assert main(["refund-note", f"F{YEAR}-000001", "--amount", "1.234"]) == 1
     assert "more decimals than EUR allows" in said(capsys).err
-    assert main(["refund-note", "AV2026-000001"]) == 1
+    assert main(["refund-note", f"AV{YEAR}-000001"]) == 1
     assert "is a credit note" in said(capsys).err
     assert main(["refund-note", "F2099-000001"]) == 1
     assert "no invoice numbered F2099-000001" in said(capsys).err
 
-    assert main(["refund-note", "F2026-000001"]) == 0
-    assert "AV2026-000002 issued: 149,10 €" in said(capsys).out
-    assert main(["refund-note", "F2026-000001"]) == 1
+    assert main(["refund-note", f"F{YEAR}-000001"]) == 0
+    assert f"AV{YEAR}-000002 issued: 149,10 €" in said(capsys).out
+    assert main(["refund-note", f"F{YEAR}-000001"]) == 1
     assert "already credited in full (199,00 €)" in said(capsys).err
     # A Stripe refund that comes after is covered: nothing more is credited.
     sell(runtime, refund_event(1, PAID))
@@ -434,8 +444,8 @@ def test_list_shows_invoices_and_credit_notes(
     assert main(["list", "--month", month]) == 0
     lines = said(capsys).out.splitlines()
     assert lines[0].split() == ["Date", "Number", "Kind", "Buyer", "Amount", "Email"]
-    assert "F2026-000001" in lines[1] and "invoice" in lines[1] and "199,00 €" in lines[1]
-    assert "AV2026-000001" in lines[2] and "credit note" in lines[2] and "-50,00 €" in lines[2]
+    assert f"F{YEAR}-000001" in lines[1] and "invoice" in lines[1] and "199,00 €" in lines[1]
+    assert f"AV{YEAR}-000001" in lines[2] and "credit note" in lines[2] and "-50,00 €" in lines[2]
     assert lines[3] == "EUR: invoiced 199,00 €, credited 50,00 €, net 149,00 €"
 
     assert main(["list", "--month", "2020-01"]) == 0
@@ -457,13 +467,13 @@ def test_credit_note_is_emailed_after_its_invoice(
     sale_id = sell(runtime, checkout_event(1))
     issue_now(runtime, sale_id)  # numbered (as backfill does), its email still to come
     refund_id = sell(runtime, refund_event(1, 5000))
-    with pytest.raises(Postponed, match="invoice F2026-000001 is not emailed yet"):
+    with pytest.raises(Postponed, match=f"invoice F{YEAR}-000001 is not emailed yet"):
         process_sale(runtime, refund_id)
     assert sorted(p.name for p in outbox(runtime).glob("*.eml")) == []
 
     cli_env(runtime, monkeypatch, tmp_path)
-    assert main(["refund-note", "F2026-000001", "--amount", "10"]) == 0
-    assert "AV2026-000002: to be emailed by the service, after invoice F2026-000001" in (
+    assert main(["refund-note", f"F{YEAR}-000001", "--amount", "10"]) == 0
+    assert f"AV{YEAR}-000002: to be emailed by the service, after invoice F{YEAR}-000001" in (
         said(capsys).out
     )
 
@@ -475,9 +485,9 @@ def test_credit_note_is_emailed_after_its_invoice(
     Worker(runtime).drain()
     sent = sorted(outbox(runtime).glob("*.eml"), key=lambda p: p.stat().st_mtime_ns)
     assert [p.name.split(".")[0] for p in sent] == [
-        "F2026-000001",
-        "AV2026-000001",
-        "AV2026-000002",
+        f"F{YEAR}-000001",
+        f"AV{YEAR}-000001",
+        f"AV{YEAR}-000002",
     ]
 
 
@@ -492,9 +502,9 @@ def test_refund_note_says_when_its_email_fails(
     cli_env(runtime, monkeypatch, tmp_path)
     monkeypatch.setenv("EMAIL_URL", f"smtp://127.0.0.1:{free_port()}")  # nobody listens
 
-    assert main(["refund-note", "F2026-000001", "--amount", "10"]) == 1
+    assert main(["refund-note", f"F{YEAR}-000001", "--amount", "10"]) == 1
     captured = said(capsys)
-    assert "credit note AV2026-000001 issued: 10,00 € on F2026-000001" in captured.out
+    assert f"credit note AV{YEAR}-000001 issued: 10,00 € on F{YEAR}-000001" in captured.out
     assert "to be emailed" not in captured.out
     assert "invoicehook refund-note: the invoice job failed and will be retried" in captured.err
 
@@ -533,7 +543,7 @@ def test_credit_note_email_does_not_wait_behind_a_dead_invoice_job(
         conn.execute(update(jobs).where(jobs.c.sale_id == sale_id).values(state="dead"))
     refund_id = sell(runtime, refund_event(1, 5000))
 
-    assert process_sale(runtime, refund_id) == "credit note AV2026-000001 done"
+    assert process_sale(runtime, refund_id) == f"credit note AV{YEAR}-000001 done"
     (note,) = credit_notes(runtime)
     assert note.email_status == "sent"
 
@@ -557,7 +567,7 @@ def test_replay_says_when_the_job_fails_again(
 
     invoiced(runtime)  # the sale arrives (or is backfilled): the replay now goes through
     assert main(["replay", event["id"]]) == 0
-    assert [n.number for n in credit_notes(runtime)] == ["AV2026-000001"]
+    assert [n.number for n in credit_notes(runtime)] == [f"AV{YEAR}-000001"]
 
 
 # -- backfill beside the worker: the same sale or refund handled twice at once ------------
@@ -610,7 +620,7 @@ def test_same_refund_credited_by_backfill_and_worker_at_once(
     )
     assert not [r for r in results if isinstance(r, BaseException)], results
     # Whichever came second, the backfill's answer is the one credit note, not "covered".
-    assert results[0] is not None and results[0].number == "AV2026-000001"
+    assert results[0] is not None and results[0].number == f"AV{YEAR}-000001"
     Worker(runtime).drain()
     (note,) = credit_notes(runtime)
     with runtime.engine.connect() as conn:
@@ -636,7 +646,7 @@ def test_same_sale_issued_by_backfill_and_worker_at_once(
         lambda: issue_now(runtime, sale_id),
     )
     assert not [r for r in results if isinstance(r, BaseException)], results
-    assert results[0].number == results[1].number == "F2026-000001"
+    assert results[0].number == results[1].number == f"F{YEAR}-000001"
 
 
 def test_refund_of_a_sale_whose_job_is_dead_fails_rather_than_waits(
