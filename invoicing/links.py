@@ -43,5 +43,16 @@ class LinkSigner:
             f"{self.public_url}/invoices/{quote(number, safe='')}.pdf?sig={self.signature(number)}"
         )
 
+    def export_url(self, name: str, expires: int) -> str:
+        """A download link for one export file (``2026-11.zip``), valid until ``expires``
+        (a Unix time): it opens a month of invoices, so unlike an invoice link it ends."""
+        sig = self.signature(f"export:{name}:{expires}")
+        return f"{self.public_url}/exports/{quote(name, safe='')}?expires={expires}&sig={sig}"
+
+    def verify_export(self, name: str, expires: str, sig: str, now: float) -> bool:
+        if not expires.isdigit() or int(expires) < now:
+            return False
+        return self.verify(f"export:{name}:{expires}", sig)
+
     def __repr__(self) -> str:
         return f"LinkSigner(public_url={self.public_url!r})"

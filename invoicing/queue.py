@@ -32,6 +32,7 @@ class JobKind(StrEnum):
     INVOICE = "invoice"  # a sale's (or refund's) document: number, PDF, email
     LEDGER = "ledger"  # the Sheet's rows
     LEDGER_REBUILD = "ledger_rebuild"  # the Sheet rewritten from the database
+    ACCOUNTANT_PACK = "accountant_pack"  # a month's exports emailed; sale_id is YYYYMM
 
 
 class JobState(StrEnum):
@@ -44,8 +45,13 @@ class JobState(StrEnum):
 INVOICE_JOB = JobKind.INVOICE
 LEDGER_JOB = JobKind.LEDGER
 # Kinds that run one at a time, by group, across every worker: Sheets' append is not
-# idempotent, so one writer reads the Sheet, then appends.
-EXCLUSIVE = {JobKind.LEDGER: "ledger", JobKind.LEDGER_REBUILD: "ledger"}
+# idempotent, so one writer reads the Sheet, then appends; a pack is built on one machine
+# at a time, since an export is the biggest thing the service holds in memory.
+EXCLUSIVE = {
+    JobKind.LEDGER: "ledger",
+    JobKind.LEDGER_REBUILD: "ledger",
+    JobKind.ACCOUNTANT_PACK: "pack",
+}
 NO_SALE = 0  # the sale_id of a job about no sale (a rebuild)
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, bindparam, insert, select, text, update
+from sqlalchemy import Select, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -498,6 +498,31 @@ def set_meta(conn: Connection, key: str, value: str, *, only_if_new: bool = Fals
         return
     if conn.execute(update(meta).where(meta.c.key == key).values(value=value)).rowcount == 0:
         conn.execute(meta.insert().values(key=key, value=value))
+
+
+def month_totals(
+    conn: Connection, start: datetime, end: datetime
+) -> list[tuple[str, str, int, int]]:
+    """(currency, kind, count, sum of totals) of the documents issued in [start, end)."""
+    query = (
+        select(invoices.c.currency, invoices.c.kind, func.count(), func.sum(invoices.c.total))
+        .where(invoices.c.issued_at >= start, invoices.c.issued_at < end)
+        .group_by(invoices.c.currency, invoices.c.kind)
+        .order_by(invoices.c.currency, invoices.c.kind)
+    )
+    return [(cur, kind, int(n), int(total or 0)) for cur, kind, n, total in conn.execute(query)]
+
+
+def any_document_before(conn: Connection, end: datetime) -> bool:
+    query = select(invoices.c.id).where(invoices.c.issued_at < end).limit(1)
+    return conn.execute(query).first() is not None
+
+
+def claim_meta(conn: Connection, key: str, value: str) -> bool:
+    """Set ``key`` unless it is set; True for the one caller that set it (the unique key
+    decides, across processes and machines)."""
+    result = conn.execute(_insert(conn)(meta).values(key=key, value=value).on_conflict_do_nothing())
+    return bool(result.rowcount)
 
 
 def ping(conn: Connection) -> None:

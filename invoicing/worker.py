@@ -26,9 +26,13 @@ log = logging.getLogger("invoicehook.worker")
 
 
 class Worker:
-    def __init__(self, rt: Runtime, *, poll_seconds: float = 1.0) -> None:
+    def __init__(
+        self, rt: Runtime, *, poll_seconds: float = 1.0, calendar_seconds: float = 300.0
+    ) -> None:
         self.rt = rt
         self.poll_seconds = poll_seconds
+        self.calendar_seconds = calendar_seconds
+        self._stopped = asyncio.Event()
         self._wake = asyncio.Event()
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -41,6 +45,22 @@ class Worker:
     def start(self) -> None:
         for n in range(self.rt.settings.worker_concurrency):
             self._tasks.append(asyncio.create_task(self._loop(), name=f"worker-{n}"))
+        if self.rt.settings.accountant_email is not None:
+            self._tasks.append(asyncio.create_task(self._calendar(), name="calendar"))
+
+    async def _calendar(self) -> None:
+        """Queue what the calendar asks for: the accountant's pack on the 1st (or at the
+        first start after it). Every worker looks; the database lets one of them queue it."""
+        from exports.accountant import schedule
+
+        while not self._stopping:
+            try:
+                if await asyncio.to_thread(schedule, self.rt) is not None:
+                    self.wake()
+            except Exception:  # the database is away: the next look will do
+                log.exception("could not look at the calendar")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), self.calendar_seconds)
 
     def wake(self) -> None:
         """A new job was committed: look now rather than at the next poll."""
@@ -49,6 +69,7 @@ class Worker:
     async def stop(self, timeout: float = 30.0) -> None:
         self._stopping = True
         self._wake.set()
+        self._stopped.set()
         if self._tasks:
             done, pending = await asyncio.wait(self._tasks, timeout=timeout)
             for task in pending:
@@ -128,6 +149,10 @@ class Worker:
             return write_pending
         if kind == JobKind.LEDGER_REBUILD:
             return lambda rt, _sale, checkpoint: f"{rebuild(rt, checkpoint)} row(s) rewritten"
+        if kind == JobKind.ACCOUNTANT_PACK:
+            from exports.accountant import run_pack_job
+
+            return run_pack_job
         return process_sale
 
     def drain(self, limit: int = 100_000) -> int:
