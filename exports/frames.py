@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -103,8 +104,13 @@ def build(
 # -- the rows -------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=16)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
 def _local_date(moment: datetime, zone: str) -> date:
-    return moment.astimezone(ZoneInfo(zone)).date()
+    return moment.astimezone(_zone(zone)).date()
 
 
 def _identity(buyer: Buyer) -> str:
@@ -188,6 +194,7 @@ class _Builder:
         self.sources: dict[tuple[str, str], list[int]] = {}
         self.methods: dict[tuple[str, str], list[int]] = {}
         self.buyers: set[str] = set()
+        self.rate_labels: dict[str, tuple[tuple[int, Decimal], str]] = {}
 
     @staticmethod
     def _add(sums: dict[Any, list[int]], key: Any, *figures: int) -> None:
@@ -213,7 +220,7 @@ class _Builder:
             buyer.email,
             buyer.country or "",
             buyer.vat_number or "",
-            sum(line.discount for line in doc.lines),
+            sum(line.discount for line in doc.lines) or None,  # blank: no discount
             doc.subtotal,
             doc.tax,
             "" if doc.tax else (t.mention(doc.regime) or t["no_vat"]),
@@ -248,8 +255,10 @@ class _Builder:
         # Per VAT rate, or the exemption the document prints: its tax lines' bases, and
         # what they leave of its total excl. tax untaxed.
         for tax in doc.tax_lines:
-            key = (doc.currency, _rate_key(tax.rate), t.vat_rate(tax.rate))
-            self._add(self.rates, key, tax.taxable, tax.amount)
+            label = self.rate_labels.get(tax.rate)
+            if label is None:
+                label = self.rate_labels[tax.rate] = (_rate_key(tax.rate), t.vat_rate(tax.rate))
+            self._add(self.rates, (doc.currency, *label), tax.taxable, tax.amount)
         rest = doc.subtotal - sum(tax.taxable for tax in doc.tax_lines)
         if rest or not doc.tax_lines:
             untaxed = (t.mention(doc.regime) if not doc.tax else "") or t["no_vat"]
@@ -331,7 +340,8 @@ class _Builder:
 
     def _documents_table(self, empty: str) -> Table:
         t, c = self.t, self.t.column
-        columns = {c(key): self.columns[key] for key in DOCUMENT_COLUMNS}
+        columns: dict[str, Any] = {c(key): self.columns[key] for key in DOCUMENT_COLUMNS}
+        columns[c("discount")] = pd.array(self.columns["discount"], dtype="Int64")
         vat_titles = []
         for rate in sorted(self.vat, key=_rate_key):
             vat_titles.append(t.vat_rate(rate))

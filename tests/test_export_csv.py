@@ -130,7 +130,10 @@ def test_csv_module_reads_every_document_to_the_cent(rt: Runtime, dialect: str) 
         assert minor(cells["Total TTC"], currency, decimal) == doc.total
         assert minor(cells["Total HT"], currency, decimal) == doc.subtotal
         assert minor(cells["Total TVA"], currency, decimal) == doc.tax
-        assert minor(cells["Remises HT"], currency, decimal) == sum(x.discount for x in doc.lines)
+        discount = cells["Remises HT"]  # blank when there is none
+        assert (minor(discount, currency, decimal) if discount else 0) == sum(
+            x.discount for x in doc.lines
+        )
         vat = cells.get("TVA 20\u202f%", "")
         assert (minor(vat, currency, decimal) if vat else 0) == sum(
             t.amount for t in doc.tax_lines if t.rate == "20"
