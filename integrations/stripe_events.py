@@ -15,9 +15,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -116,6 +117,61 @@ def _currency(fields: Fields) -> str:
     return code
 
 
+_METHOD_TYPE = re.compile(r"[a-z][a-z0-9_]{0,49}")
+
+
+def _method_type(value: Any) -> str | None:
+    # Only a label for the exports: a strange value is dropped, never a reason to refuse.
+    return value if isinstance(value, str) and _METHOD_TYPE.fullmatch(value) else None
+
+
+def _charge_method(charge: Any) -> str | None:
+    """``payment_method_details.type`` of a Charge object: the method that paid."""
+    details = charge.get("payment_method_details") if isinstance(charge, dict) else None
+    return _method_type(details.get("type")) if isinstance(details, dict) else None
+
+
+def used_method(obj: Mapping[str, Any]) -> str | None:
+    """The payment method type a Stripe object shows was used: its Charge's, when a charge
+    object is there (a charge itself, an expanded ``latest_charge`` or ``charge``, through
+    an expanded ``payment_intent``), or an expanded PaymentMethod's ``type``. Webhooks send
+    these as ids, and then the object does not say."""
+    if obj.get("object") == "charge":
+        return _charge_method(obj)
+    for key in ("latest_charge", "charge"):
+        found = _charge_method(obj.get(key))
+        if found:
+            return found
+    intent = obj.get("payment_intent")
+    if isinstance(intent, dict) and intent is not obj:
+        found = used_method(intent)
+        if found:
+            return found
+    method = obj.get("payment_method")
+    return _method_type(method.get("type")) if isinstance(method, dict) else None
+
+
+def only_allowed_method(obj: Mapping[str, Any] | None) -> str | None:
+    """The one type ``payment_method_types`` allows, when it allows exactly one: then the
+    buyer can only have paid with it. With several, the object does not say which."""
+    types = obj.get("payment_method_types") if obj else None
+    if isinstance(types, list) and len(types) == 1:
+        return _method_type(types[0])
+    return None
+
+
+def _invoice_method(inv: Fields) -> str | None:
+    """An invoice's method: its expanded charge or PaymentIntent (before 2025-03-31), an
+    expanded payment of its ``payments`` (since), or the one type its settings allow."""
+    found = used_method(inv.data)
+    payments = inv.obj("payments")
+    for payment in payments.objects("data") if payments else []:
+        inner = payment.raw("payment")
+        found = found or (used_method(inner) if isinstance(inner, dict) else None)
+    settings = inv.raw("payment_settings")
+    return found or only_allowed_method(settings if isinstance(settings, dict) else None)
+
+
 def _session(event: Fields, s: Fields) -> Draft:
     status = s.text("payment_status")
     if status == "no_payment_required":
@@ -152,6 +208,7 @@ def _session(event: Fields, s: Fields) -> Draft:
         extra_lines=(shipping,) if lines is None and shipping else (),
         payment_intent=s.ref("payment_intent"),
         stripe_object=s.id(),
+        payment_method=used_method(s.data) or only_allowed_method(s.data),
     )
 
 
@@ -192,6 +249,7 @@ def _invoice(event: Fields, inv: Fields) -> Draft:
         lines=lines,
         payment_intent=pi,
         stripe_object=inv.id(),
+        payment_method=_invoice_method(inv),
     )
 
 
@@ -217,6 +275,7 @@ def _payment_intent(event: Fields, pi: Fields, grace: float) -> Draft:
         # A Checkout Session or Stripe invoice may own this intent and its event may come
         # later: wait before invoicing, then check again.
         delay_seconds=grace,
+        payment_method=used_method(pi.data) or only_allowed_method(pi.data),
     )
 
 
@@ -256,6 +315,7 @@ def _charge_refunded(event: Fields, ch: Fields) -> RefundDraft | Ignored:
     refunded = ch.amount("amount_refunded")
     if refunded <= 0:
         return Ignored("nothing was refunded on this charge")
+    method = _charge_method(ch.data)  # the money goes back to what paid
     listed = ch.obj("refunds")
     parts: tuple[RefundDraft, ...] = ()
     if listed is not None:
@@ -263,7 +323,9 @@ def _charge_refunded(event: Fields, ch: Fields) -> RefundDraft | Ignored:
             _refund(event, Fields({"payment_intent": payment, **item.data}, item.path))
             for item in listed.objects("data")
         ]
-        parts = tuple(d for d in drafts if isinstance(d, RefundDraft))
+        parts = tuple(
+            replace(d, payment_method=method) for d in drafts if isinstance(d, RefundDraft)
+        )
         if listed.flag("has_more") or sum(part.amount for part in parts) != refunded:
             parts = ()  # not the whole list: the running total says more
     return RefundDraft(
@@ -275,6 +337,7 @@ def _charge_refunded(event: Fields, ch: Fields) -> RefundDraft | Ignored:
         currency=_currency(ch),
         refunded_at=_when((event, "created")),
         parts=parts,
+        payment_method=method,
     )
 
 

@@ -34,6 +34,7 @@ CANONICAL = (
     "address",
     "paid_at",
     "stripe_payment_intent",
+    "payment_method",  # optional: how the buyer paid ("card", "PayPal"), for the exports
 )
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 AMOUNT = re.compile(r"^\d+(?:[.,]\d+)?$")
@@ -144,6 +145,8 @@ def to_sale(
             paid_at = parsed
     if len(data.get("order_id", "")) > 200:
         problems["order_id"] = "longer than 200 characters"
+    if len(data.get("payment_method", "")) > 50:
+        problems["payment_method"] = "longer than 50 characters"
     if problems:
         raise InvalidFields(problems)
     assert amount is not None
@@ -167,6 +170,7 @@ def to_sale(
         ),
         lines=(Line(data["product"], quantity, total // quantity, total),),
         payment_intent=data.get("stripe_payment_intent") or None,
+        payment_method=data.get("payment_method") or None,
     )
 
 

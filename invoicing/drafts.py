@@ -31,6 +31,9 @@ class SaleDraft:
     payment_intent: str | None = None
     stripe_object: str | None = None  # what to fetch line items (or the buyer) from
     delay_seconds: float = 0.0
+    # How the buyer paid, when the source says: Stripe's payment method type ("card",
+    # "sepa_debit"…), or a Zap's own words ("PayPal"). None: not said.
+    payment_method: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,9 @@ class RefundDraft:
     refunded_at: datetime
     source: str = "stripe"
     refund_of: int | None = None  # the sale, when known from the start (a refund by hand)
+    # The way the money went back, when the event says (a charge's method); else the
+    # refunded sale's is taken when the credit note is issued.
+    payment_method: str | None = None
     # A charge.refunded that lists its refunds (older API versions embed them) is recorded
     # as those refunds, one by one, so refund.created for any of them is the same record.
     parts: tuple[RefundDraft, ...] = ()

@@ -132,6 +132,7 @@ def record_refund(conn: Connection, event_id: str, draft: RefundDraft, now: date
             refunds_payment=refund.refunds_payment,
             refund_of=refund.refund_of,
             refund_basis=refund.basis,
+            payment_method=refund.payment_method,
         )
         if sale_id is not None:
             enqueue(conn, JobKind.INVOICE, sale_id, now, now=now)
@@ -175,6 +176,7 @@ def _record_sale(conn: Connection, event_id: str, draft: SaleDraft, now: datetim
         extra_lines=draft.extra_lines,
         stripe_object=draft.stripe_object,
         created_at=now,
+        payment_method=draft.payment_method,
     )
     if sale_id is None:  # the payment is already recorded (another event for the same sale)
         existing = records.sale_id_by_key(conn, draft.payment_key)

@@ -122,7 +122,14 @@ def credit_in(conn: Connection, rt: Runtime, refund_id: int) -> DocumentRecord |
         credited_issued_at=original.issued_at,
         **credit_amounts(original, due, before),
     )
-    records.set_sale(conn, refund.id, status=SaleStatus.INVOICED, refund_of=sale.id)
+    # The money goes back the way it came, unless the event said otherwise; a refund by
+    # hand went back outside Stripe, so the sale's card would be a false "how".
+    method = refund.payment_method
+    if method is None and refund.refund_basis != RefundBasis.MANUAL:
+        method = sale.payment_method
+    records.set_sale(
+        conn, refund.id, status=SaleStatus.INVOICED, refund_of=sale.id, payment_method=method
+    )
     return note
 
 

@@ -21,6 +21,7 @@ from invoicing.model import (
     EventOutcome,
     EventRecord,
     Line,
+    PaidDocument,
     RefundBasis,
     Regime,
     SaleKind,
@@ -120,8 +121,19 @@ def tax_lines_of(data: Any) -> tuple[TaxLine, ...]:
     )
 
 
+_SELLERS: dict[tuple[Any, ...], Seller] = {}
+
+
 def seller_of(data: Any) -> Seller:
-    return Seller(**{**data, "address": tuple(data.get("address") or ())})
+    """The seller stored on a document. Every document of a seller holds the same one: it is
+    made once and shared (a month's export reads thousands)."""
+    key = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in data.items()))
+    seller = _SELLERS.get(key)
+    if seller is None:
+        seller = Seller(**{**data, "address": tuple(data.get("address") or ())})
+        if len(_SELLERS) < 64:  # a seller changes name or address a few times, not more
+            _SELLERS[key] = seller
+    return seller
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -153,6 +165,7 @@ def sale_of(row: Row[Any]) -> SaleRecord:
         refund_of=row.refund_of,
         refund_basis=RefundBasis(row.refund_basis) if row.refund_basis else None,
         held_reason=row.held_reason,
+        payment_method=row.payment_method,
     )
 
 
@@ -190,6 +203,16 @@ def document_of(row: Row[Any]) -> DocumentRecord:
         credited_number=row.credited_number,
         credited_issued_at=_utc(row.credited_issued_at),
         source=getattr(row, "source", "") or "",
+    )
+
+
+def paid_document_of(row: Row[Any]) -> PaidDocument:
+    """A document row with its sale's ``paid_at``, ``payment_method`` and ``sale_kind``."""
+    return PaidDocument(
+        document=document_of(row),
+        paid_at=as_utc(row.paid_at),
+        payment_method=row.payment_method,
+        sale_kind=SaleKind(row.sale_kind),
     )
 
 

@@ -85,6 +85,8 @@ sales = Table(
     Column("refund_basis", String(20)),  # refund | charge | manual (see invoicing/refunds.py)
     Column("held_reason", Text),  # status "held": what is missing, and how to fix it
     Column("extra_lines", JSON),  # lines fetched line items leave out (a session's shipping)
+    # Stripe's payment method type ("card", "sepa_debit"…) or what a Zap says; None: unknown.
+    Column("payment_method", String(50)),
 )
 
 invoices = Table(
@@ -124,6 +126,8 @@ invoices = Table(
     Column("credited_number", String(35)),
     Column("credited_issued_at", DateTime(timezone=True)),
     UniqueConstraint("series", "seq", name="uq_invoices_series_seq"),
+    # A month's documents are read by issue date (the exports, `list --month`).
+    Index("ix_invoices_issued_at", "issued_at"),
 )
 
 counters = Table(
