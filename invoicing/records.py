@@ -12,11 +12,11 @@ cache key costs more CPU than SQLite's work for it, about 0.4 ms each).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, bindparam, insert, select, text, update
+from sqlalchemy import Select, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -521,3 +521,26 @@ def sales_with_numbers(
         )
     rows = conn.execute(query.order_by(sales_table.c.id))
     return [(sale_of(row), row.number) for row in rows]
+
+
+# -- exports ----------------------------------------------------------------------------------
+
+
+def documents_issued_before(conn: Connection, moment: datetime) -> int:
+    """How many documents were issued before ``moment``: where a month's entries start in
+    a sales journal numbered continuously across months."""
+    query = select(func.count()).select_from(invoices).where(invoices.c.issued_at < moment)
+    return int(conn.execute(query).scalar_one())
+
+
+def iter_documents(
+    conn: Connection, *, issued_from: datetime, issued_to: datetime, batch: int = 500
+) -> Iterator[DocumentRecord]:
+    """The documents of a period in issue order (as ``documents``), fetched ``batch`` rows
+    at a time (a server-side cursor on PostgreSQL): an export of a big month never holds
+    every row at once."""
+    query = _WITH_SOURCE.where(
+        invoices.c.issued_at >= issued_from, invoices.c.issued_at < issued_to
+    ).order_by(invoices.c.issued_at, invoices.c.id)
+    for row in conn.execution_options(yield_per=batch).execute(query):
+        yield document_of(row)
