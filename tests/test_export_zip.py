@@ -8,6 +8,7 @@ import io
 import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO, cast
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -88,7 +89,7 @@ def test_the_zip_holds_the_files_and_every_pdf(tmp_path: Path, database_url: str
     rt = shop(tmp_path, database_url)
     docs, pending = month_of_sales(rt)
     sink = Pipe()
-    assert write_export(rt, NOVEMBER, "zip", sink) == 4
+    assert write_export(rt, NOVEMBER, "zip", cast(BinaryIO, sink)) == 4
     data = bytes(sink.data)
     assert sink.writes > 10  # written as it goes, not in one piece at the end
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
