@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 from zoneinfo import ZoneInfo
 
+from exports.fec import pdf_name
 from invoicing import records
 from invoicing.model import DocumentKind, DocumentRecord
 from invoicing.months import Month
@@ -66,8 +67,6 @@ def write_archive(
 ) -> int:
     """Write the zip to ``out``: ``files`` (name, writer) first, then the month's PDFs, then
     the list of missing ones if any; returns how many documents the month has."""
-    from invoicing.document import pdf_filename  # with Typst: only once an export is asked
-
     report: Progress = progress or (lambda done, total, what: None)
     language = rt.settings.invoice.language if rt.settings.invoice.language in FOLDERS else "en"
     zone = ZoneInfo(rt.settings.invoice.timezone)
@@ -100,7 +99,7 @@ def write_archive(
                     missing.append((doc, "gone"))
                     continue
                 folder = FOLDERS[language][doc.kind]
-                name = f"{folder}/{pdf_filename(doc.printable())}"
+                name = f"{folder}/{pdf_name(doc)}"
                 _add_bytes(zf, name, pdf, doc.issued_at.astimezone(zone))
         if missing:
             text = _missing_text(missing, language)

@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import datetime
+from functools import lru_cache
 from typing import BinaryIO
 from zoneinfo import ZoneInfo
 
@@ -104,8 +105,6 @@ def fec_filename(settings: Settings, month: Month) -> str:
 
 def write_fec(rt: Runtime, month: Month, out: BinaryIO) -> int:
     """Write the month's journal to ``out``; returns how many documents (entries) it holds."""
-    from invoicing.document import pdf_filename  # with Typst: only once an export is asked
-
     accounting = rt.settings.accounting
     start, end = month.bounds(ZoneInfo(rt.settings.invoice.timezone))
     count = 0
@@ -113,7 +112,7 @@ def write_fec(rt: Runtime, month: Month, out: BinaryIO) -> int:
     with rt.engine.connect() as conn:
         first = records.documents_issued_before(conn, start) + 1
         for doc in records.iter_documents(conn, issued_from=start, issued_to=end):
-            pdf = pdf_filename(doc.printable())
+            pdf = pdf_name(doc)
             for row in entry(doc, first + count, accounting):
                 out.write(LINE_END.encode() + _line((*row, pdf)))
             count += 1
@@ -168,6 +167,16 @@ def entry(doc: DocumentRecord, rank: int, accounting: AccountingOptions) -> list
     return lines
 
 
+def pdf_name(doc: DocumentRecord) -> str:
+    """The document's PDF file name: the stored file's (what the zip holds), else what it
+    will be called once stored."""
+    if doc.pdf_key:
+        return doc.pdf_key.rsplit("/", 1)[-1]
+    from invoicing.document import pdf_filename  # with Typst: only once an export is asked
+
+    return pdf_filename(doc.printable())
+
+
 def client_id(doc: DocumentRecord) -> str:
     """The buyer's auxiliary account: ``C`` and 10 hex digits of a digest of their email
     (else their name), so the same buyer keeps the same account from month to month and
@@ -205,6 +214,7 @@ def _day(moment: datetime, zone: ZoneInfo) -> str:
     return moment.astimezone(zone).strftime("%Y%m%d")
 
 
+@lru_cache(maxsize=4096)  # a shop sells the same few prices
 def _amount(minor: int, currency: str) -> str:
     """1999 → "19,99": decimal comma, no thousands separator, the currency's decimals."""
     return f"{to_major(minor, currency):f}".replace(".", ",")
