@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 from zoneinfo import ZoneInfo
 
-from exports.fec import pdf_name
+from exports.fec import stored_name
 from invoicing import records
 from invoicing.model import DocumentKind, DocumentRecord
 from invoicing.months import Month
@@ -86,21 +86,25 @@ def write_archive(
                 writer(spool)
                 spool.seek(0)
                 _add_file(zf, name, spool, now)
+        gaps: list[tuple[str, str]] = []  # (number, why)
         with rt.engine.connect() as conn:
-            for doc in records.iter_documents(conn, issued_from=start, issued_to=end):
+            for file in records.document_files(conn, issued_from=start, issued_to=end):
                 count += 1
                 report(len(files) + count - 1, steps, f"Adding the PDFs ({count}/{total})")
-                if doc.pdf_key is None:
-                    missing.append((doc, "not_stored"))
+                if file.pdf_key is None:
+                    gaps.append((file.number, "not_stored"))
                     continue
                 try:
-                    pdf = rt.storage.get(doc.pdf_key)
+                    pdf = rt.storage.get(file.pdf_key)
                 except (FileNotFoundError, KeyError):
-                    missing.append((doc, "gone"))
+                    gaps.append((file.number, "gone"))
                     continue
-                folder = FOLDERS[language][doc.kind]
-                name = f"{folder}/{pdf_name(doc)}"
-                _add_bytes(zf, name, pdf, doc.issued_at.astimezone(zone))
+                name = f"{FOLDERS[language][file.kind]}/{stored_name(file.pdf_key)}"
+                _add_bytes(zf, name, pdf, file.issued_at.astimezone(zone))
+            for number, why in gaps:  # few, read whole to say which they are
+                doc = records.document(conn, number)
+                assert doc is not None
+                missing.append((doc, why))
         if missing:
             text = _missing_text(missing, language)
             _add_bytes(zf, MISSING_FILE[language], text.encode("utf-8"), now)

@@ -171,10 +171,15 @@ def pdf_name(doc: DocumentRecord) -> str:
     """The document's PDF file name: the stored file's (what the zip holds), else what it
     will be called once stored."""
     if doc.pdf_key:
-        return doc.pdf_key.rsplit("/", 1)[-1]
+        return stored_name(doc.pdf_key)
     from invoicing.document import pdf_filename  # with Typst: only once an export is asked
 
     return pdf_filename(doc.printable())
+
+
+def stored_name(pdf_key: str) -> str:
+    """The file name in a storage key (``2026/11/F2026-000123_dupont-zoe.pdf``)."""
+    return pdf_key.rsplit("/", 1)[-1]
 
 
 def client_id(doc: DocumentRecord) -> str:

@@ -23,6 +23,8 @@ from sqlalchemy.engine import Connection
 
 from invoicing.model import (
     Buyer,
+    DocumentFile,
+    DocumentKind,
     DocumentRecord,
     EmailStatus,
     EventOutcome,
@@ -42,7 +44,7 @@ from invoicing.rows import (
     sale_of,
     tax_lines_json,
 )
-from invoicing.store import allocations, counters, events, invoices, is_postgres, meta
+from invoicing.store import allocations, as_utc, counters, events, invoices, is_postgres, meta
 from invoicing.store import sales as sales_table
 
 
@@ -544,3 +546,19 @@ def iter_documents(
     ).order_by(invoices.c.issued_at, invoices.c.id)
     for row in conn.execution_options(yield_per=batch).execute(query):
         yield document_of(row)
+
+
+def document_files(
+    conn: Connection, *, issued_from: datetime, issued_to: datetime, batch: int = 1000
+) -> Iterator[DocumentFile]:
+    """The documents of a period in issue order, each with its PDF's storage key."""
+    c = invoices.c
+    query = (
+        select(c.number, c.kind, c.issued_at, c.timezone, c.pdf_key)
+        .where(c.issued_at >= issued_from, c.issued_at < issued_to)
+        .order_by(c.issued_at, c.id)
+    )
+    for row in conn.execution_options(yield_per=batch).execute(query):
+        yield DocumentFile(
+            row.number, DocumentKind(row.kind), as_utc(row.issued_at), row.timezone, row.pdf_key
+        )
