@@ -225,15 +225,23 @@ def main() -> int:
         )
         with Service.serve(env, folder, port) as service:
             pids = family(service.pid)
-            idle = sum(vm_status(pid)["VmRSS"] for pid in pids)
-            info("service idle, web + worker", f"VmRSS {idle:.1f} MB")
+            idle = [vm_status(pid)["VmRSS"] for pid in pids]
+            info(
+                "service idle, web + worker",
+                " + ".join(f"{mb:.1f}" for mb in idle) + f" = {sum(idle):.1f} MB (VmRSS)",
+            )
             seconds: dict[str, float] = {}
-            for ext in ("xlsx", "csv", "fec", "zip"):
+            # The FEC first: its peak, in a web process that has exported nothing yet, is its own.
+            for ext in ("fec", "csv", "xlsx", "zip"):
                 target = folder / f"download.{ext}"
                 took, length, headers = download(service, f"/exports/2026-11.{ext}", target)
                 seconds[ext] = took
                 name = headers.get("content-disposition", "").partition("filename=")[2]
-                info(f"GET /exports/2026-11.{ext}", f"{took:.2f} s, {length / 1e6:.1f} MB, {name}")
+                web_peak = vm_status(service.pid)["VmHWM"]
+                info(
+                    f"GET /exports/2026-11.{ext}",
+                    f"{took:.2f} s, {length / 1e6:.1f} MB, {name}; web peak {web_peak:.0f} MB",
+                )
             with zipfile.ZipFile(folder / "download.zip") as zf:
                 names = zf.namelist()
             pdfs = sum(1 for name in names if name.endswith(".pdf"))

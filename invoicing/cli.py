@@ -198,7 +198,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     month = Month.parse(args.month)  # before anything else: a typo is one line, exit 1
     rt = build_runtime(_settings())
-    target = Path(args.output or export_filename(rt.settings, month, args.format))
+    name = export_filename(rt.settings, month, args.format)
+    target = Path(args.output or name)
+    if target.is_dir():  # -o ~/Desktop: the export's own name, there
+        target = target / name
     # Written beside the target, then renamed: a failed export never leaves half a file
     # under the name the accountant expects.
     part = target.with_name(f".{target.name}.part")
@@ -209,6 +212,9 @@ def cmd_export(args: argparse.Namespace) -> int:
                 rt, month, args.format, out, csv_dialect=args.csv_dialect, progress=progress.bar
             )
         part.replace(target)
+    except OSError as exc:
+        part.unlink(missing_ok=True)
+        raise InvoicehookError(f"export to {target} failed: {exc.strerror or exc}") from None
     except BaseException:
         part.unlink(missing_ok=True)
         raise
@@ -220,7 +226,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         what += f", {pdfs} PDF(s)"
         if missing:
             listed = MISSING_FILE.get(rt.settings.invoice.language, MISSING_FILE["en"])
-            what += f"; {len(missing)} PDF(s) not stored yet, listed in {listed}"
+            what += f"; {len(missing)} PDF(s) missing, listed in {listed}"
     print(f"wrote {target}: {what}")
     return 0
 

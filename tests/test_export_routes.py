@@ -295,7 +295,7 @@ def test_export_writes_the_zip_here_by_default(
     out = capsys.readouterr().out
     assert out == (
         "wrote factures-2026-11.zip: 4 document(s) issued in 2026-11, 3 PDF(s); "
-        "1 PDF(s) not stored yet, listed in MANQUANTS.txt\n"
+        "1 PDF(s) missing, listed in MANQUANTS.txt\n"
     )
     written = Path("factures-2026-11.zip").read_bytes()
     assert members(written) == members(made(shop, "zip"))
@@ -320,6 +320,13 @@ def test_export_of_one_format_to_a_file_named(
     assert target.read_bytes() == made(shop, "csv", csv_dialect="fr")
     assert main(["export", "2026-02", "--format", "xlsx"]) == 0
     assert capsys.readouterr().out == "wrote factures-2026-02.xlsx: no document issued in 2026-02\n"
+    folder = tmp_path / "accountant"
+    folder.mkdir()
+    assert main(["export", "2026-11", "--format", "fec", "-o", str(folder)]) == 0
+    assert (folder / "123456789_VT_202611.txt").read_bytes() == made(shop, "fec")
+    assert main(["export", "2026-11", "-o", str(tmp_path / "no-such-folder" / "x.zip")]) == 1
+    assert "export to" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == ["123456789_VT_202611.txt"]
 
 
 @pytest.mark.parametrize(
