@@ -5,21 +5,24 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import tempfile
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, BinaryIO
 
 import anyio
 import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from invoicing import queue, records
-from invoicing.errors import BadRequest, Rejected, Unauthorized
+from invoicing.auth import REALM, AdminClosed, NotAdmin, check_admin
+from invoicing.errors import BadRequest, InvoicehookError, Rejected, Unauthorized
 from invoicing.intake import Outcome, record, reject
 from invoicing.model import EventOutcome
+from invoicing.months import Month
 from invoicing.runtime import Runtime, build_runtime
 from invoicing.settings import Settings
 from invoicing.sources import REGISTRY, Inbound
@@ -139,6 +142,75 @@ async def invoice_pdf(request: Request) -> Response:
     )
 
 
+def admin_refusal(request: Request) -> Response | None:
+    """The answer to a request without ADMIN_TOKEN (401, the browser's login box; 503 when
+    no token is set), or None when it may go on."""
+    rt: Runtime = request.app.state.runtime
+    try:
+        check_admin(rt.settings.admin_token, request.headers)
+    except NotAdmin as exc:
+        response = error(exc.status, str(exc))
+        response.headers["WWW-Authenticate"] = REALM
+        return response
+    except AdminClosed as exc:
+        return error(exc.status, str(exc))
+    return None
+
+
+async def export(request: Request) -> Response:
+    """``GET /exports/{YYYY-MM}.{zip,xlsx,csv,fec}`` (``?dialect=fr`` for the CSV): the
+    month's file, written in a thread to a temporary file that is streamed, then removed."""
+    refused = admin_refusal(request)
+    if refused is not None:
+        return refused
+    # Imported here: the web process needs none of the exports until one is asked for.
+    from exports import build
+
+    rt: Runtime = request.app.state.runtime
+    name: str = request.path_params["name"]
+    stem, dot, ext = name.rpartition(".")
+    try:
+        if not dot:
+            raise BadRequest(f"{name[:40]!r}: expected YYYY-MM.zip, .xlsx, .csv or .fec")
+        month = Month.parse(stem)
+        fmt = build.check_format(ext)
+        dialect = build.check_dialect(request.query_params.get("dialect", "en"))
+    except BadRequest as exc:
+        return error(exc.status, str(exc))
+    # On disk, never whole in memory; already unlinked, so nothing is left behind even
+    # when the client goes away half-way: the space is freed when the file is closed.
+    out = tempfile.TemporaryFile(prefix="invoicehook-export-")  # noqa: SIM115
+    work = functools.partial(build.write_export, rt, month, fmt, out, csv_dialect=dialect)
+    try:
+        # One export at a time per process: two big months at once would double the
+        # memory. A client that goes away waits for the thread (anyio), then the file goes.
+        await anyio.to_thread.run_sync(work, limiter=request.app.state.export_limiter)
+        size = out.tell()
+        out.seek(0)
+    except BaseException as exc:
+        out.close()
+        if isinstance(exc, InvoicehookError):
+            log.error("export %s failed: %s", name, exc)
+            return error(500, f"the export failed: {exc}")
+        raise
+    filename = build.export_filename(rt.settings, month, fmt)
+    return StreamingResponse(
+        _sent(out),
+        media_type=build.MEDIA_TYPES[fmt],
+        headers={
+            "Content-Length": str(size),
+            "Content-Disposition": f'attachment; filename="{filename}"',
+        },
+    )
+
+
+async def _sent(file: BinaryIO, chunk: int = 256 * 1024) -> AsyncIterator[bytes]:
+    """The file's bytes from where it stands, read off the event loop; closed at the end."""
+    async with anyio.wrap_file(file) as reading:
+        while data := await reading.read(chunk):
+            yield data
+
+
 def create_app(
     settings: Settings, *, runtime: Runtime | None = None, start_worker: bool = True
 ) -> Starlette:
@@ -154,6 +226,7 @@ def create_app(
         # SQLite takes one writer at a time: more intake threads would only queue on its
         # lock and fight over the interpreter lock. PostgreSQL takes them in parallel.
         app.state.intake_limiter = anyio.CapacityLimiter(16 if is_postgres(rt.engine) else 1)
+        app.state.export_limiter = anyio.CapacityLimiter(1)
         if worker is not None:
             worker.start()  # picks up whatever the last run left pending
         try:
@@ -168,5 +241,6 @@ def create_app(
         Route("/webhooks/{source}", webhook, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/invoices/{name:path}", invoice_pdf, methods=["GET"]),
+        Route("/exports/{name}", export, methods=["GET"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

@@ -21,8 +21,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from tests.conftest import checkout_event as test_checkout_event
-from tests.conftest import write_config
+# Run as a script (python bench/x.py), this folder comes first on sys.path, and there
+# bench/mjml.py would be imported for the mjml package that invoicing.message needs.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if not p or Path(p).resolve() != _HERE]
+
+from tests.conftest import checkout_event as test_checkout_event  # noqa: E402
+from tests.conftest import write_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "whsec_bench_secret"

@@ -187,6 +187,50 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from exports.archive import MISSING_FILE, archive_contents
+    from exports.build import export_filename, write_export
+    from invoicing.months import Month
+    from invoicing.runtime import build_runtime
+    from invoicing.terminal import Progress
+
+    month = Month.parse(args.month)  # before anything else: a typo is one line, exit 1
+    rt = build_runtime(_settings())
+    name = export_filename(rt.settings, month, args.format)
+    target = Path(args.output or name)
+    if target.is_dir():  # -o ~/Desktop: the export's own name, there
+        target = target / name
+    # Written beside the target, then renamed: a failed export never leaves half a file
+    # under the name the accountant expects.
+    part = target.with_name(f".{target.name}.part")
+    progress = Progress(sys.stdout)
+    try:
+        with part.open("wb") as out:
+            count = write_export(
+                rt, month, args.format, out, csv_dialect=args.csv_dialect, progress=progress.bar
+            )
+        part.replace(target)
+    except OSError as exc:
+        part.unlink(missing_ok=True)
+        raise InvoicehookError(f"export to {target} failed: {exc.strerror or exc}") from None
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    finally:
+        progress.clear()
+    what = f"{count} document(s) issued in {month}" if count else f"no document issued in {month}"
+    if args.format == "zip":
+        pdfs, missing = archive_contents(target)
+        what += f", {pdfs} PDF(s)"
+        if missing:
+            listed = MISSING_FILE.get(rt.settings.invoice.language, MISSING_FILE["en"])
+            what += f"; {len(missing)} PDF(s) missing, listed in {listed}"
+    print(f"wrote {target}: {what}")
+    return 0
+
+
 def cmd_backfill(args: argparse.Namespace) -> int:
     from invoicing.backfill import run_backfill
 
@@ -256,6 +300,28 @@ def build_parser() -> argparse.ArgumentParser:
     listing = sub.add_parser("list", help="list invoices and credit notes")
     listing.add_argument("--month", metavar="YYYY-MM", help="only those issued in this month")
     listing.set_defaults(func=cmd_list)
+    export = sub.add_parser(
+        "export",
+        help="write a month's files for the accountant: workbook, CSV, FEC journal, zip",
+    )
+    export.add_argument("month", metavar="YYYY-MM", help="a month of the seller's calendar")
+    export.add_argument(
+        "--format",
+        choices=("zip", "xlsx", "csv", "fec"),
+        default="zip",
+        help="zip (default): the workbook, the CSV, the FEC journal and every PDF in one file",
+    )
+    export.add_argument(
+        "--csv-dialect",
+        choices=("en", "fr"),
+        default="en",
+        help="fr: ';' and a decimal comma, as French Excel opens it (default: en)",
+    )
+    export.add_argument(
+        "-o", "--output", metavar="FILE", help="default: the export's own name, here"
+    )
+    # --send (the monthly pack to [accountant] email) is reserved for the pack's own change.
+    export.set_defaults(func=cmd_export)
     backfill = sub.add_parser(
         "backfill", help="invoice past Stripe payments (paid Checkout Sessions and invoices)"
     )

@@ -294,3 +294,15 @@ class EventRecord:
     outcome: EventOutcome
     error: str | None
     sale_id: int | None
+
+
+@dataclass(frozen=True)
+class DocumentFile:
+    """A document as the month's zip lists it: which one, and where its PDF is stored
+    (None: not yet). Read without the lines and the JSON columns: a zip lists thousands."""
+
+    number: str
+    kind: DocumentKind
+    issued_at: datetime  # UTC
+    timezone: str
+    pdf_key: str | None

@@ -23,6 +23,8 @@ from sqlalchemy.engine import Connection
 
 from invoicing.model import (
     Buyer,
+    DocumentFile,
+    DocumentKind,
     DocumentRecord,
     EmailStatus,
     EventOutcome,
@@ -44,7 +46,7 @@ from invoicing.rows import (
     sale_of,
     tax_lines_json,
 )
-from invoicing.store import allocations, counters, events, invoices, is_postgres, meta
+from invoicing.store import allocations, as_utc, counters, events, invoices, is_postgres, meta
 from invoicing.store import sales as sales_table
 
 
@@ -584,3 +586,42 @@ def sales_with_numbers(
         )
     rows = conn.execute(query.order_by(sales_table.c.id))
     return [(sale_of(row), row.number) for row in rows]
+
+
+# -- exports ----------------------------------------------------------------------------------
+
+
+def documents_issued_before(conn: Connection, moment: datetime) -> int:
+    """How many documents were issued before ``moment``: where a month's entries start in
+    a sales journal numbered continuously across months."""
+    query = select(func.count()).select_from(invoices).where(invoices.c.issued_at < moment)
+    return int(conn.execute(query).scalar_one())
+
+
+def iter_documents(
+    conn: Connection, *, issued_from: datetime, issued_to: datetime, batch: int = 500
+) -> Iterator[DocumentRecord]:
+    """The documents of a period in issue order (as ``documents``), fetched ``batch`` rows
+    at a time (a server-side cursor on PostgreSQL): an export of a big month never holds
+    every row at once."""
+    query = _WITH_SOURCE.where(
+        invoices.c.issued_at >= issued_from, invoices.c.issued_at < issued_to
+    ).order_by(invoices.c.issued_at, invoices.c.id)
+    for row in conn.execution_options(yield_per=batch).execute(query):
+        yield document_of(row)
+
+
+def document_files(
+    conn: Connection, *, issued_from: datetime, issued_to: datetime, batch: int = 1000
+) -> Iterator[DocumentFile]:
+    """The documents of a period in issue order, each with its PDF's storage key."""
+    c = invoices.c
+    query = (
+        select(c.number, c.kind, c.issued_at, c.timezone, c.pdf_key)
+        .where(c.issued_at >= issued_from, c.issued_at < issued_to)
+        .order_by(c.issued_at, c.id)
+    )
+    for row in conn.execution_options(yield_per=batch).execute(query):
+        yield DocumentFile(
+            row.number, DocumentKind(row.kind), as_utc(row.issued_at), row.timezone, row.pdf_key
+        )
