@@ -6,6 +6,7 @@ import contextlib
 import functools
 import logging
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from typing import Any, BinaryIO
 
@@ -159,8 +160,16 @@ def admin_refusal(request: Request) -> Response | None:
 
 async def export(request: Request) -> Response:
     """``GET /exports/{YYYY-MM}.{zip,xlsx,csv,fec}`` (``?dialect=fr`` for the CSV): the
-    month's file, written in a thread to a temporary file that is streamed, then removed."""
-    refused = admin_refusal(request)
+    month's file, written in a thread to a temporary file that is streamed, then removed.
+
+    The accountant's pack links here with ``?expires=…&sig=…`` when the zip is too big for
+    an email: that signature opens that one file until it expires, and nothing else."""
+    rt_: Runtime = request.app.state.runtime
+    query = request.query_params
+    signed = "sig" in query and rt_.links.verify_export(
+        request.path_params["name"], query.get("expires", ""), query["sig"], time.time()
+    )
+    refused = None if signed else admin_refusal(request)
     if refused is not None:
         return refused
     # Imported here: the web process needs none of the exports until one is asked for.

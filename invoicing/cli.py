@@ -198,6 +198,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     month = Month.parse(args.month)  # before anything else: a typo is one line, exit 1
     rt = build_runtime(_settings())
+    if args.send:
+        from exports.accountant import send_pack
+
+        print(send_pack(rt, month, again=True))
+        return 0
     name = export_filename(rt.settings, month, args.format)
     target = Path(args.output or name)
     if target.is_dir():  # -o ~/Desktop: the export's own name, there
@@ -320,7 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "-o", "--output", metavar="FILE", help="default: the export's own name, here"
     )
-    # --send (the monthly pack to [accountant] email) is reserved for the pack's own change.
+    export.add_argument(
+        "--send",
+        action="store_true",
+        help="email the month's pack (workbook, FEC journal, zip) to [accountant] email now",
+    )
     export.set_defaults(func=cmd_export)
     backfill = sub.add_parser(
         "backfill", help="invoice past Stripe payments (paid Checkout Sessions and invoices)"

@@ -17,7 +17,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from openpyxl import load_workbook
-from sqlalchemy import select
 
 from exports import accountant
 from exports.build import export_filename
@@ -28,7 +27,15 @@ from invoicing.runtime import Runtime, build_runtime
 from invoicing.settings import load_settings
 from invoicing.store import jobs
 from invoicing.worker import Worker
-from tests.conftest import ROOT, checkout_event, refund_event, sell, wait_until, write_config
+from tests.conftest import (
+    ROOT,
+    checkout_event,
+    db_rows,
+    refund_event,
+    sell,
+    wait_until,
+    write_config,
+)
 
 PARIS = ZoneInfo("Europe/Paris")
 NOVEMBER = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
@@ -123,7 +130,8 @@ def test_the_pack_goes_once_across_restarts(
     files = attachments(msg)
     settings = rt.settings
     month = Month(2026, 11)
-    assert sorted(files) == sorted(export_filename(settings, month, f) for f in ("xlsx", "fec", "zip"))
+    names = [export_filename(settings, month, f) for f in ("xlsx", "fec", "zip")]
+    assert sorted(files) == sorted(names)
     book = load_workbook(io.BytesIO(files[export_filename(settings, month, "xlsx")]))
     assert len(book.sheetnames) >= 3
     fec = files[export_filename(settings, month, "fec")].decode("utf-8-sig")
@@ -135,7 +143,7 @@ def test_the_pack_goes_once_across_restarts(
 
     with rt.engine.connect() as conn:
         went = records.get_meta(conn, accountant.SENT_KEY.format(month=month))
-        kinds = [r.kind for r in conn.execute(select(jobs.c.kind))]
+    kinds = [r.kind for r in db_rows(rt.settings.database_url, jobs)]
     assert went == DECEMBER_FIRST.isoformat()
     assert kinds.count(JobKind.ACCOUNTANT_PACK) == 1
 
@@ -169,6 +177,25 @@ def test_a_pack_too_big_for_email_sends_a_link(
     link = next(line for line in text.splitlines() if "/exports/2026-11.zip?" in line)
     assert link.startswith("https://factures.example.fr/exports/2026-11.zip?expires=")
     assert "jusqu'au 31 décembre 2026" in text
+
+    # The link opens that zip, without the admin token, until it expires; nothing else.
+    from starlette.testclient import TestClient
+
+    from app import create_app
+
+    with TestClient(create_app(rt.settings, runtime=rt, start_worker=False)) as client:
+        path = link.removeprefix("https://factures.example.fr")
+        answer = client.get(path)
+        assert answer.status_code == 200, answer.text
+        with zipfile.ZipFile(io.BytesIO(answer.content)) as pack:
+            assert sum(n.endswith(".pdf") for n in pack.namelist()) == 3
+        assert client.get(path.replace("2026-11.zip", "2026-11.xlsx")).status_code in (401, 503)
+        assert client.get(path.replace("2026-11.zip", "2026-10.zip")).status_code in (401, 503)
+        forged = path[:-4] + ("0000" if not path.endswith("0000") else "1111")
+        assert client.get(forged).status_code in (401, 503)
+        expires = int(path.split("expires=")[1].split("&")[0])
+        stale = path.replace(f"expires={expires}", f"expires={expires + 1}")
+        assert client.get(stale).status_code in (401, 503)
 
 
 def test_sending_by_hand_sends_again_as_a_new_message(
@@ -227,6 +254,5 @@ def test_two_workers_on_postgresql_send_one_pack(
             proc.terminate()
             proc.wait(30)
     assert len(packs(tmp_path / "outbox")) == 1
-    with rt.engine.connect() as conn:
-        kinds = [r.kind for r in conn.execute(select(jobs.c.kind))]
+    kinds = [r.kind for r in db_rows(pg_url, jobs)]
     assert kinds.count(JobKind.ACCOUNTANT_PACK) == 1
