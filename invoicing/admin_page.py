@@ -138,7 +138,7 @@ class AdminView:
     t: Mapping[str, Any]
     language: str
     seller: str
-    month: str
+    month: str  # "décembre 2026", as a sentence has it
     totals: tuple[Total, ...]
     warnings: tuple[str, ...]
     to_do: tuple[ToDo, ...]
@@ -270,11 +270,12 @@ def gather(rt: Runtime, query: str = "", flash: Flash | None = None) -> AdminVie
             docs = records.documents(conn, newest_first=True, limit=LATEST)
         held = records.held_sales(conn)
         failed = queue.failures(conn)
-        failed_sales = {f.sale_id: f for f in failed}
-        failed_docs = {
-            f.sale_id: records.document_of_sale(conn, f.sale_id) for f in failed if f.sale_id
-        }
-        failed_of = {f.sale_id: records.sale(conn, f.sale_id) for f in failed if f.sale_id}
+        failed_sales: dict[tuple[int, queue.JobKind], queue.Failure] = {}
+        for f in failed:  # newest first: the newest error of each
+            failed_sales.setdefault((f.sale_id, f.kind), f)
+        ids = {f.sale_id for f in failed if f.sale_id != queue.NO_SALE}
+        failed_docs = {sale_id: records.document_of_sale(conn, sale_id) for sale_id in ids}
+        failed_of = {sale_id: records.sale(conn, sale_id) for sale_id in ids}
         keys = [PACK_KEY.format(month=m) for m in months] + [LAST_APPEND_KEY]
         stored = records.meta_values(conn, keys)
 
@@ -314,14 +315,15 @@ def gather(rt: Runtime, query: str = "", flash: Flash | None = None) -> AdminVie
 
     # -- documents and their steps
     def steps(doc: DocumentRecord) -> tuple[Step, ...]:
-        failure = failed_sales.get(doc.sale_id)
+        failure = failed_sales.get((doc.sale_id, queue.JobKind.INVOICE))
         error = mask_secrets(failure.error) if failure else ""
         done, waiting = t["state_done"], t["state_waiting"]
         out = [Step(t["step_numbered"], "done", done, when(doc.issued_at))]
         if doc.stored_at is not None:
             out.append(Step(t["step_stored"], "done", done, when(doc.stored_at)))
-        elif failure and failure.kind == queue.JobKind.INVOICE:
+        elif failure:
             out.append(Step(t["step_stored"], "failed", t["state_failed"], error))
+            failure = None  # the email waits for the PDF: it has not failed itself
         else:
             out.append(Step(t["step_stored"], "waiting", waiting))
         if doc.email_status == EmailStatus.SENT and doc.emailed_at is not None:
@@ -333,15 +335,16 @@ def gather(rt: Runtime, query: str = "", flash: Flash | None = None) -> AdminVie
             out.append(
                 Step(t["step_emailed"], "skipped", t["state_skipped"], doc.email_error or "")
             )
-        elif failure and failure.kind == queue.JobKind.INVOICE:
+        elif failure:
             out.append(Step(t["step_emailed"], "failed", t["state_failed"], error))
         else:
             out.append(Step(t["step_emailed"], "waiting", waiting))
         if settings.ledger_sheet is not None:
             if doc.ledgered_at is not None:
                 out.append(Step(t["step_ledger"], "done", done, when(doc.ledgered_at)))
-            elif failure and failure.kind == queue.JobKind.LEDGER:
-                out.append(Step(t["step_ledger"], "failed", t["state_failed"], error))
+            elif sheet := failed_sales.get((doc.sale_id, queue.JobKind.LEDGER)):
+                why = mask_secrets(sheet.error)
+                out.append(Step(t["step_ledger"], "failed", t["state_failed"], why))
             else:
                 out.append(Step(t["step_ledger"], "waiting", waiting))
         return tuple(out)
@@ -373,7 +376,7 @@ def gather(rt: Runtime, query: str = "", flash: Flash | None = None) -> AdminVie
             else t["no_results"].format(q=query)
         )
     else:
-        heading = t["latest"].format(n=LATEST)
+        heading = plural(t["latest"], len(docs), language) if docs else ""
 
     # -- what to do
     to_do = []
@@ -390,7 +393,13 @@ def gather(rt: Runtime, query: str = "", flash: Flash | None = None) -> AdminVie
                 tone="warn",
             )
         )
+    # One card per sale and kind, with the newest error (failures come newest first): a
+    # sale has a ledger job per step, and Retry takes all of the sale's jobs anyway.
+    shown: set[tuple[int, str]] = set()
     for failure in failed:
+        if (failure.sale_id, failure.kind) in shown:
+            continue
+        shown.add((failure.sale_id, failure.kind))
         doc = failed_docs.get(failure.sale_id)
         sale = failed_of.get(failure.sale_id)
         dead = not failure.will_retry
@@ -448,7 +457,7 @@ def gather(rt: Runtime, query: str = "", flash: Flash | None = None) -> AdminVie
         t=t,
         language=language,
         seller=seller.name,
-        month=month.label(language).capitalize(),
+        month=month.label(language),
         totals=tuple(totals),
         warnings=tuple(found),
         to_do=tuple(to_do),

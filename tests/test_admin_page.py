@@ -34,14 +34,18 @@ from invoicing.settings import Secret, load_settings
 from invoicing.store import jobs, write
 from invoicing.worker import Worker
 from tests import stripe_objects as so
+from tests.google_server import GoogleFake
 from tests.conftest import (
     ROOT,
     SECRET,
     Service,
     checkout_event,
+    ledger_env,
     post_event,
     refund_event,
+    rows,
     sell,
+    settle,
     spaced,
     wait_until,
     write_config,
@@ -274,6 +278,7 @@ def test_the_page_shows_the_month_the_documents_and_what_to_do(
     )
 
     # Every document, newest first, with its steps and its signed PDF link.
+    assert texts_of(html, "heading") == [f"Les {len(docs)} derniers"]
     rows = texts_of(html, "num")
     assert [r.split()[0] for r in rows] == [d.number for d in reversed(docs)]
     note = next(d for d in docs if d.kind == DocumentKind.CREDIT_NOTE)
@@ -304,6 +309,15 @@ def _sig(rt: Runtime, doc: DocumentRecord) -> dict[str, str]:
     return {"sig": rt.links.signature(doc.number)}
 
 
+def test_a_new_shop_gets_a_page_that_says_so(rt: Runtime, client: TestClient) -> None:
+    html = client.get("/admin", headers=bearer()).text
+    month = Month.of(rt.clock(), ZoneInfo(rt.settings.invoice.timezone)).label("fr")
+    assert f"Aucun document émis en {month} pour l’instant." in html
+    assert f'<span class="sub">{month.capitalize()}</span>' in html
+    assert "Rien à traiter" in html and "Aucun document pour l’instant" in html
+    assert texts_of(html, "heading") == [] and texts_of(html, "panel") == []
+
+
 def test_the_page_shows_warnings_and_no_secret(
     tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -324,6 +338,43 @@ def test_the_page_shows_warnings_and_no_secret(
         link_key = records.get_meta(conn, "link_key")
     assert link_key and link_key not in html
     assert TOKEN not in html and SECRET not in html
+
+
+def test_the_sheet_step_and_a_google_token_google_refuses(
+    tmp_path: Path, google_api: GoogleFake
+) -> None:
+    """With LEDGER_SHEET, each document shows whether it is in the Sheet and the page says
+    when the Sheet was last written; once Google refuses the token, the page says what to
+    do, from the ledger job's own error (no call to Google for the page)."""
+    env = {**ledger_env(tmp_path, google_api), "ADMIN_TOKEN": TOKEN, "JOB_MAX_ATTEMPTS": "1"}
+    rt = build_runtime(load_settings(env))
+    sell(rt, checkout_event(1))
+    settle(rt)
+    (doc,) = documents(rt)
+    assert doc.ledgered_at is not None and len(rows(google_api)) == 2
+    with TestClient(create_app(rt.settings, runtime=rt, start_worker=False)) as client:
+        html = client.get("/admin", headers=bearer()).text
+    assert texts_of(html, "steps") == ["✓ Numérotée ✓ PDF ✓ E-mail ✓ Sheet"]
+    assert "Dernière écriture dans le Google Sheet :" in html
+    assert texts_of(html, "panel") == []
+
+    google_api.refuse_refresh = "invalid_grant"
+    later = build_runtime(load_settings(env))  # a new process: its token must be refreshed
+    sell(later, checkout_event(2, email="bob@example.org"))
+    settle(later)
+    calls = len(google_api.token_requests), len(google_api.sheet_requests)
+    with TestClient(create_app(later.settings, runtime=later, start_worker=False)) as client:
+        html = client.get("/admin", headers=bearer()).text
+    # The page asked Google nothing: what it says comes from the job's recorded error.
+    assert (len(google_api.token_requests), len(google_api.sheet_requests)) == calls
+    new = next(d for d in documents(later) if d.number != doc.number)
+    steps = dict(zip([r.split()[0] for r in texts_of(html, "num")], texts_of(html, "steps")))
+    assert steps[new.number] == "✓ Numérotée ✓ PDF ✓ E-mail ✕ Sheet"
+    (warning,) = texts_of(html, "panel")
+    assert "Le Google Sheet n’a pas pu être écrit" in warning and "invalid_grant" in warning
+    assert "relancez « invoicehook google-auth »" in warning
+    (failed,) = texts_of(html, "item")
+    assert failed.startswith("Tâche en échec · Google Sheet")
 
 
 def test_search_by_number_email_or_name(rt: Runtime, client: TestClient) -> None:
@@ -657,10 +708,13 @@ def test_the_page_in_chromium(tmp_path: Path, service_env: dict[str, str]) -> No
                 assert len(list(box.glob("*.eml"))) == 5
                 assert page.evaluate("document.documentElement.scrollWidth") <= 375
 
-                page.set_viewport_size({"width": 1280, "height": 900})
-                page.goto(f"{service.url}/admin")
-                page.screenshot(path=str(shots / "admin-desk.png"), full_page=True)
-                assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+                desk = browser.new_context(
+                    http_credentials={"username": "zoe", "password": TOKEN},
+                    viewport={"width": 1280, "height": 900},
+                ).new_page()
+                desk.goto(f"{service.url}/admin")
+                desk.screenshot(path=str(shots / "admin-desk.png"), full_page=True)
+                assert desk.evaluate("document.documentElement.scrollWidth") <= 1280
             finally:
                 browser.close()
     finally:
