@@ -34,7 +34,6 @@ from invoicing.settings import Secret, load_settings
 from invoicing.store import jobs, write
 from invoicing.worker import Worker
 from tests import stripe_objects as so
-from tests.google_server import GoogleFake
 from tests.conftest import (
     ROOT,
     SECRET,
@@ -50,6 +49,7 @@ from tests.conftest import (
     wait_until,
     write_config,
 )
+from tests.google_server import GoogleFake
 
 TOKEN = "adm1n-t0ken-for-tests"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -368,7 +368,8 @@ def test_the_sheet_step_and_a_google_token_google_refuses(
     # The page asked Google nothing: what it says comes from the job's recorded error.
     assert (len(google_api.token_requests), len(google_api.sheet_requests)) == calls
     new = next(d for d in documents(later) if d.number != doc.number)
-    steps = dict(zip([r.split()[0] for r in texts_of(html, "num")], texts_of(html, "steps")))
+    numbers = [r.split()[0] for r in texts_of(html, "num")]
+    steps = dict(zip(numbers, texts_of(html, "steps"), strict=True))
     assert steps[new.number] == "✓ Numérotée ✓ PDF ✓ E-mail ✕ Sheet"
     (warning,) = texts_of(html, "panel")
     assert "Le Google Sheet n’a pas pu être écrit" in warning and "invalid_grant" in warning
