@@ -4,7 +4,7 @@ VENV := .venv
 UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint demo serve bench clean
+.PHONY: install browser test lint demo serve bench clean
 
 install: $(STAMP)
 
@@ -20,7 +20,17 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: lint
+# The admin page's test drives Debian's Chromium through Playwright (Playwright's own browser
+# downloads are not used). Installed only when absent; the package lists are refreshed only
+# when a first try fails, as on a fresh machine that never ran apt-get update.
+CHROMIUM := /usr/bin/chromium
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+
+browser:
+	@test -x $(CHROMIUM) || $(APT_INSTALL) || { apt-get update && $(APT_INSTALL); }
+	@test -x $(CHROMIUM) || { echo "make browser: $(CHROMIUM) is still missing" >&2; exit 1; }
+
+test: lint browser
 	$(VENV)/bin/pytest -q
 
 demo: $(STAMP)

@@ -9,13 +9,21 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from typing import Any, BinaryIO
+from urllib.parse import parse_qs, urlencode
 
 import anyio
 import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Route
 
 from invoicing import queue, records
@@ -143,6 +151,22 @@ async def invoice_pdf(request: Request) -> Response:
     )
 
 
+# -- the admin page ---------------------------------------------------------------------------
+
+# Buyers' names and signed links: never cached, never framed (a framed Retry button could be
+# clicked by a visitor of another site), no script at all, forms posted only here.
+ADMIN_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+}
+ADMIN_FORM_MAX = 16 * 1024
+
+
 def admin_refusal(request: Request) -> Response | None:
     """The answer to a request without ADMIN_TOKEN (401, the browser's login box; 503 when
     no token is set), or None when it may go on."""
@@ -152,10 +176,80 @@ def admin_refusal(request: Request) -> Response | None:
     except NotAdmin as exc:
         response = error(exc.status, str(exc))
         response.headers["WWW-Authenticate"] = REALM
+        response.headers["Cache-Control"] = "no-store"
         return response
     except AdminClosed as exc:
         return error(exc.status, str(exc))
     return None
+
+
+async def admin(request: Request) -> Response:
+    """``GET /admin``: the seller's page (``?q=`` searches by number, email or name)."""
+    refused = admin_refusal(request)
+    if refused is not None:
+        return refused
+    from invoicing import admin_page
+
+    rt: Runtime = request.app.state.runtime
+    assert rt.settings.admin_token is not None
+    flash = admin_page.read_flash(rt.settings.admin_token, request.query_params)
+    query = request.query_params.get("q", "")
+    html = await run_in_threadpool(
+        lambda: admin_page.render(rt, admin_page.gather(rt, query, flash))
+    )
+    return HTMLResponse(html, headers=ADMIN_HEADERS)
+
+
+async def admin_retry(request: Request) -> Response:
+    """``POST /admin/retry`` (sale): its failed jobs back in the queue, or a held sale's
+    event replayed."""
+    return await _admin_button(request, "retry")
+
+
+async def admin_resend(request: Request) -> Response:
+    """``POST /admin/resend`` (number): the document emailed to its buyer again."""
+    return await _admin_button(request, "resend")
+
+
+async def _admin_button(request: Request, action: str) -> Response:
+    refused = admin_refusal(request)
+    if refused is not None:
+        return refused
+    from invoicing import admin_page
+
+    rt: Runtime = request.app.state.runtime
+    token = rt.settings.admin_token
+    assert token is not None
+    words = admin_page.texts(rt)
+    try:
+        body = await read_body(request, ADMIN_FORM_MAX)
+    except BodyTooLarge:
+        return error(413, f"body is larger than {ADMIN_FORM_MAX} bytes")
+    form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+    try:
+        own = [str(request.base_url), rt.settings.public_url]
+        admin_page.check_same_site(request.headers, own, words["refused_origin"])
+        admin_page.check_csrf(token, form.get("csrf", ""), rt.clock(), words["refused_csrf"])
+    except admin_page.CsrfRefused as exc:
+        return PlainTextResponse(str(exc), status_code=exc.status, headers=ADMIN_HEADERS)
+    if action == "retry":
+        sale = form.get("sale", "")
+        if not sale.isdigit():
+            return error(400, f"sale: expected a sale's id, got {sale[:40]!r}")
+        flash = await run_in_threadpool(admin_page.retry, rt, int(sale))
+        worker: WorkerProcess | None = request.app.state.worker
+        if worker is not None:
+            worker.wake()
+    else:
+        number = form.get("number", "").strip()
+        if not number:
+            return error(400, "number: expected the document's number")
+        flash = await run_in_threadpool(admin_page.resend, rt, number)
+    back = admin_page.flash_query(token, flash)
+    if form.get("q"):
+        back += "&" + urlencode({"q": form["q"]})
+    headers = {"Cache-Control": "no-store"}
+    return RedirectResponse(f"/admin?{back}", status_code=303, headers=headers)
 
 
 async def export(request: Request) -> Response:
@@ -251,5 +345,8 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/invoices/{name:path}", invoice_pdf, methods=["GET"]),
         Route("/exports/{name}", export, methods=["GET"]),
+        Route("/admin", admin, methods=["GET"]),
+        Route("/admin/retry", admin_retry, methods=["POST"]),
+        Route("/admin/resend", admin_resend, methods=["POST"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

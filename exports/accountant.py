@@ -165,11 +165,11 @@ def compose(rt: Runtime, month: Month, files: dict[str, Path], *, copy: int = 0)
     zone = ZoneInfo(settings.invoice.timezone)
     start, end = month.bounds(zone)
     with rt.engine.connect() as conn:
-        totals = records.month_totals(conn, start, end)
+        totals = records.month_totals(conn, issued_from=start, issued_to=end)
     counts = {DocumentKind.INVOICE: 0, DocumentKind.CREDIT_NOTE: 0}
     per_currency: dict[str, dict[str, int]] = {}
     for currency, kind, count, total in totals:
-        counts[DocumentKind(kind)] += count
+        counts[kind] += count
         sums = per_currency.setdefault(currency, {"invoiced": 0, "credited": 0})
         sums["invoiced" if kind == DocumentKind.INVOICE else "credited"] += total
     label = month.label(language)

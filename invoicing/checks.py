@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from invoicing.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 EXAMPLE_SELLER = ("123456789", "zoe@example.com")  # invoicehook.example.toml's
 
@@ -23,23 +27,31 @@ def _database(settings: Settings) -> str:
     return "reachable, schema up to date"
 
 
-def warnings(settings: Settings) -> list[str]:
+def warnings(
+    settings: Settings, engine: Engine | None = None, *, held_and_dead: bool = True
+) -> list[str]:
     """What the seller should act on, from the database: sales held for want of a buyer,
-    taxes Stripe charged under a regime that charges none, deliveries refused, dead jobs."""
+    taxes Stripe charged under a regime that charges none, deliveries refused, dead jobs.
+
+    ``engine``: the caller's (the admin page's), else one made for the call.
+    ``held_and_dead=False`` leaves out the held sales and dead jobs, for a caller that lists
+    them itself with a way to act on each (the admin page's Retry buttons)."""
     from invoicing import records
     from invoicing.money import format_money
     from invoicing.queue import failures
     from invoicing.store import make_engine
 
-    engine = make_engine(settings.database_url)
+    own = engine is None
+    engine = make_engine(settings.database_url) if engine is None else engine
     try:
         with engine.connect() as conn:
-            held = records.held_sales(conn)
+            held = records.held_sales(conn) if held_and_dead else []
             clashes = records.tax_under_exempt_regime(conn)
             rejected = records.rejected_events(conn)
-            dead = [f for f in failures(conn) if not f.will_retry]
+            dead = [f for f in failures(conn) if not f.will_retry] if held_and_dead else []
     finally:
-        engine.dispose()
+        if own:
+            engine.dispose()
     found = [f"sale {sale.id} is held: {sale.held_reason}" for sale in held]
     language = settings.invoice.language
     for doc in clashes:

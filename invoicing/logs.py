@@ -46,6 +46,12 @@ def _mask(value: str) -> str:
     return _STRIPE_SECRET.sub(r"\1***", redact_query(value))
 
 
+def mask_secrets(text: str) -> str:
+    """``text`` as a log line would carry it: sensitive query values and Stripe secrets
+    masked (the admin page shows job errors through it)."""
+    return _mask(text)
+
+
 def redact_secrets(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
     """structlog processor: sensitive query values and Stripe secrets masked in every field."""
     # Every string, not only path/url/query: stdlib lines arrive as one formatted sentence, and

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, insert, select, text, update
+from sqlalchemy import Select, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
@@ -540,19 +540,6 @@ def set_meta(conn: Connection, key: str, value: str, *, only_if_new: bool = Fals
         conn.execute(meta.insert().values(key=key, value=value))
 
 
-def month_totals(
-    conn: Connection, start: datetime, end: datetime
-) -> list[tuple[str, str, int, int]]:
-    """(currency, kind, count, sum of totals) of the documents issued in [start, end)."""
-    query = (
-        select(invoices.c.currency, invoices.c.kind, func.count(), func.sum(invoices.c.total))
-        .where(invoices.c.issued_at >= start, invoices.c.issued_at < end)
-        .group_by(invoices.c.currency, invoices.c.kind)
-        .order_by(invoices.c.currency, invoices.c.kind)
-    )
-    return [(cur, kind, int(n), int(total or 0)) for cur, kind, n, total in conn.execute(query)]
-
-
 def any_document_before(conn: Connection, end: datetime) -> bool:
     query = select(invoices.c.id).where(invoices.c.issued_at < end).limit(1)
     return conn.execute(query).first() is not None
@@ -625,3 +612,52 @@ def document_files(
         yield DocumentFile(
             row.number, DocumentKind(row.kind), as_utc(row.issued_at), row.timezone, row.pdf_key
         )
+
+
+# -- admin page -------------------------------------------------------------------------------
+
+
+def month_totals(
+    conn: Connection, *, issued_from: datetime, issued_to: datetime
+) -> list[tuple[str, DocumentKind, int, int]]:
+    """(currency, kind, how many, sum of their totals) of the documents issued in the period;
+    a credit note's sum is negative."""
+    c = invoices.c
+    query = (
+        select(c.currency, c.kind, func.count(), func.sum(c.total))
+        .where(c.issued_at >= issued_from, c.issued_at < issued_to)
+        .group_by(c.currency, c.kind)
+        .order_by(c.currency, c.kind)
+    )
+    return [
+        (str(currency), DocumentKind(kind), int(count), int(total or 0))
+        for currency, kind, count, total in conn.execute(query)
+    ]
+
+
+def search_documents(conn: Connection, needle: str, limit: int = 50) -> list[DocumentRecord]:
+    """Documents whose number, or buyer's email, name or business name, holds ``needle``
+    (case-insensitive, ``%`` and ``_`` taken literally), newest first.
+
+    The buyer is a JSON column: ``->>`` on PostgreSQL, ``json_extract`` on SQLite. SQLite's
+    ``lower`` folds ASCII letters only, so there "É" and "é" stay different letters."""
+    buyer = invoices.c.buyer
+    fields = [
+        invoices.c.number,
+        buyer["email"].as_string(),
+        buyer["name"].as_string(),
+        buyer["business_name"].as_string(),
+    ]
+    found = or_(*(field.icontains(needle, autoescape=True) for field in fields))
+    query = (
+        _WITH_SOURCE.where(found)
+        .order_by(invoices.c.issued_at.desc(), invoices.c.id.desc())
+        .limit(limit)
+    )
+    return [document_of(row) for row in conn.execute(query)]
+
+
+def meta_values(conn: Connection, keys: Sequence[str]) -> dict[str, str]:
+    """The stored values of those of ``keys`` that are set."""
+    rows = conn.execute(select(meta.c.key, meta.c.value).where(meta.c.key.in_(list(keys))))
+    return {str(key): str(value) for key, value in rows}
