@@ -10,7 +10,7 @@ carry them until someone asks for one.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from exports.archive import Progress, write_archive
 from exports.fec import fec_filename
@@ -18,6 +18,9 @@ from invoicing.errors import BadRequest
 from invoicing.months import Month
 from invoicing.runtime import Runtime
 from invoicing.settings import Settings
+
+if TYPE_CHECKING:
+    from exports.frames import MonthFrames
 
 # The zip first: it is what an accountant wants (everything of the month in one file).
 FORMATS = ("zip", "xlsx", "csv", "fec")
@@ -80,17 +83,26 @@ def write_export(
 
 
 def _writers(rt: Runtime, month: Month, csv_dialect: str) -> dict[str, Callable[[BinaryIO], int]]:
-    """Each file of the export, in the zip's order."""
+    """Each file of the export, in the zip's order. The workbook and the CSV share one
+    reading of the month: in the zip, the second does not read and build it again."""
+    read: list[MonthFrames] = []
+
+    def frames() -> MonthFrames:
+        from exports.frames import month_frames
+
+        if not read:
+            read.append(month_frames(rt, month))
+        return read[0]
 
     def xlsx(out: BinaryIO) -> int:
         from exports.workbook import write_workbook
 
-        return write_workbook(rt, month, out)
+        return write_workbook(rt, month, out, frames=frames())
 
     def csv(out: BinaryIO) -> int:
         from exports.csv_export import write_csv
 
-        return write_csv(rt, month, out, dialect=csv_dialect)
+        return write_csv(rt, month, out, dialect=csv_dialect, frames=frames())
 
     def fec(out: BinaryIO) -> int:
         from exports.fec import write_fec

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import pandas as pd
 
-from exports.frames import Table, month_frames
+from exports.frames import MonthFrames, Table, month_frames
 from invoicing.errors import BadRequest
 from invoicing.money import to_major
 from invoicing.months import Month
@@ -53,10 +53,18 @@ def dialect_of(name: str) -> Dialect:
     return found
 
 
-def write_csv(rt: Runtime, month: Month, out: BinaryIO, *, dialect: str = "en") -> int:
-    """Write ``month``'s documents to ``out`` as CSV; returns how many it lists."""
+def write_csv(
+    rt: Runtime,
+    month: Month,
+    out: BinaryIO,
+    *,
+    dialect: str = "en",
+    frames: MonthFrames | None = None,
+) -> int:
+    """Write ``month``'s documents to ``out`` as CSV; returns how many it lists. ``frames``:
+    the month's tables if already read."""
     chosen = dialect_of(dialect)  # before anything is read or written
-    table = month_frames(rt, month).documents
+    table = (frames if frames is not None else month_frames(rt, month)).documents
     text = io.TextIOWrapper(out, encoding="utf-8-sig", newline="")
     try:
         writer = csv.writer(text, delimiter=chosen.delimiter, lineterminator="\r\n")

@@ -47,12 +47,16 @@ def write_workbook(
     month: Month,
     out: BinaryIO,
     extra_sheets: Callable[[Workbook], None] | None = None,
+    *,
+    frames: MonthFrames | None = None,
 ) -> int:
     """Write ``month``'s workbook to ``out``; returns how many documents it lists.
 
     ``extra_sheets(wb)`` runs after the three sheets, before the save: the place for the
-    Stripe sheet (write-only mode: see the module's text)."""
-    frames = month_frames(rt, month)
+    Stripe sheet (write-only mode: see the module's text). ``frames``, when given, are the
+    month's tables already read (the zip reads them once for the workbook and the CSV)."""
+    if frames is None:
+        frames = month_frames(rt, month)
     write_frames(frames, rt.settings.seller.name, out, extra_sheets)
     return frames.document_count
 
