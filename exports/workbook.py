@@ -25,6 +25,7 @@ from openpyxl.cell import WriteOnlyCell
 from openpyxl.cell.cell import ERROR_CODES, ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Font, PatternFill
 from openpyxl.utils import get_column_letter
+from openpyxl.worksheet.worksheet import Worksheet
 
 from exports.frames import MonthFrames, Table, month_frames
 from invoicing.money import precision
@@ -103,6 +104,14 @@ def blank(value: Any) -> bool:
 class _Sheet:
     def __init__(self, wb: Workbook, name: str, date_format: str) -> None:
         self.ws: WriteOnlyWorksheet = wb.create_sheet(name[:31])  # Excel's limit
+        # Printed (or saved as PDF) landscape, all columns on one page width: an accountant
+        # files the month on paper too.
+        self.ws.page_setup.orientation = "landscape"
+        self.ws.page_setup.paperSize = Worksheet.PAPERSIZE_A4
+        self.ws.page_setup.fitToWidth = 1
+        self.ws.page_setup.fitToHeight = 0
+        self.ws.sheet_properties.pageSetUpPr.fitToPage = True
+        self.ws.print_title_rows = "2:2"  # the header on every page
         self.date_format = date_format
         self.row = 0
 

@@ -387,6 +387,19 @@ def test_livre_des_recettes_lists_every_receipt_by_payment_date(
     assert ws.auto_filter.ref == f"A2:I{2 + len(rows)}"
 
 
+def test_every_sheet_prints_landscape_one_page_wide_with_its_header(
+    november: tuple[Runtime, bytes],
+) -> None:
+    _, data = november
+    wb = openpyxl.load_workbook(io.BytesIO(data))
+    for ws in wb.worksheets:
+        assert ws.page_setup.orientation == "landscape", ws.title
+        assert ws.page_setup.paperSize == 9  # A4 (ECMA-376 §18.3.1.63)
+        assert (ws.page_setup.fitToWidth, ws.page_setup.fitToHeight) == (1, 0)
+        assert ws.sheet_properties.pageSetUpPr.fitToPage is True
+        assert ws.print_title_rows == "2:2"
+
+
 def test_pandas_reads_the_sheets_with_dates_and_exact_sums(november: tuple[Runtime, bytes]) -> None:
     """pandas reads every sheet with the header on row 2: the dates are datetimes, and the
     sums per currency of the documents sheet are the database's, to the cent."""
