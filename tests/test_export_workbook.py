@@ -397,7 +397,7 @@ def test_every_sheet_prints_landscape_one_page_wide_with_its_header(
         assert ws.page_setup.paperSize == 9  # A4 (ECMA-376 §18.3.1.63)
         assert (ws.page_setup.fitToWidth, ws.page_setup.fitToHeight) == (1, 0)
         assert ws.sheet_properties.pageSetUpPr.fitToPage is True
-        assert ws.print_title_rows == "2:2"
+        assert ws.print_title_rows == "$2:$2"
 
 
 def test_pandas_reads_the_sheets_with_dates_and_exact_sums(november: tuple[Runtime, bytes]) -> None:
