@@ -6,9 +6,18 @@ from datetime import UTC, datetime
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import text
 
 from invoicing.records import HOT
-from invoicing.store import make_engine, metadata, migrate
+from invoicing.store import (
+    MIGRATIONS,
+    make_engine,
+    metadata,
+    migrate,
+    schema_head,
+    schema_revision,
+    write,
+)
 
 
 def test_migrations_build_the_tables_the_code_uses(database_url: str) -> None:
@@ -43,3 +52,30 @@ def test_recent_sales_are_found_through_the_index(tmp_path: str) -> None:
         ).all()
     steps = " / ".join(str(row[-1]) for row in plan)
     assert "ix_sales_created_at" in steps and "SCAN sales" not in steps, steps
+
+
+def test_the_schema_head_is_alembics_and_a_database_there_is_left_alone(
+    database_url: str,
+) -> None:
+    """``migrate`` skips Alembic for a database at ``schema_head()``: that head must be the
+    one Alembic upgrades to, and a database behind it must still be upgraded."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_heads() == [schema_head()]
+
+    engine = make_engine(database_url)
+    assert schema_revision(engine) is None
+    migrate(engine)
+    assert schema_revision(engine) == schema_head()
+    with write(engine) as conn:  # as if the newest migration had never run
+        conn.execute(text("UPDATE alembic_version SET version_num = '0005'"))
+        conn.execute(text("DROP INDEX ix_invoices_issued_at"))
+        conn.execute(text("ALTER TABLE sales DROP COLUMN payment_method"))
+    migrate(engine)
+    assert schema_revision(engine) == schema_head()
+    with engine.connect() as conn:
+        differences = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert [d for d in differences if d[0] != "remove_table"] == []
