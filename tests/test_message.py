@@ -216,15 +216,17 @@ def test_pdf_filename_keeps_only_the_base_name() -> None:
 
 def test_mjml_is_compiled_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
     """Many messages cost one MJML compilation."""
+    import mjml
+
     calls = []
-    real = message_module.mjml.mjml2html
+    real = mjml.mjml2html
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
         return real(*args, **kwargs)
 
     message_module._environment.cache_clear()
-    monkeypatch.setattr(message_module.mjml, "mjml2html", counting)
+    monkeypatch.setattr(mjml, "mjml2html", counting)
     for number in ("F2026-000001", "F2026-000002", "F2026-000003"):
         build(make_invoice(number=number))
 
