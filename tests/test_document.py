@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import struct
+import subprocess
+import sys
 import threading
 import zlib
 from dataclasses import replace
@@ -15,9 +17,9 @@ from typing import Any
 import pytest
 from pypdf import PdfReader
 
-from invoicing.document import InvoiceRenderer, pdf_filename, storage_key
+from invoicing.document import InvoiceRenderer, ascii_name, pdf_filename, storage_key
 from invoicing.model import Buyer, Invoice, Line, Seller, TaxLine
-from tests.conftest import TEMPLATES, pdf_text, spaced
+from tests.conftest import ROOT, TEMPLATES, pdf_text, spaced
 
 ISSUED_AT = datetime(2026, 11, 25, 14, 3, 7, tzinfo=UTC)
 
@@ -580,3 +582,31 @@ def test_buyer_without_a_name_is_headed_by_their_email(renderer: InvoiceRenderer
     text = render_text(renderer, make_invoice(buyer=replace(CONSUMER, name="")))
     assert text.count(CONSUMER.email) == 1
     assert f"CLIENT {CONSUMER.email}" in text.replace("Client", "CLIENT")
+
+
+def test_accented_letters_are_written_as_text_unidecode_writes_them() -> None:
+    """The accented-letter shortcut of ``ascii_name`` agrees with text-unidecode on every
+    character it takes (and leaves the others to it)."""
+    from text_unidecode import unidecode
+
+    checked = 0
+    for code in range(0x80, 0x3000):
+        text = f"Zo{chr(code)} Dupont"
+        assert ascii_name(text) == unidecode(text), hex(code)
+        checked += 1
+    assert checked > 10_000
+    assert ascii_name("Zoë Ñúñez") == "Zoe Nunez"
+    assert ascii_name("Łukasz Żółć") == "Lukasz Zolc"
+
+
+def test_a_latin_name_does_not_load_text_unidecodes_table() -> None:
+    """Its 4 MB stay out of the process for the names of most buyers."""
+    code = (
+        "import sys; from invoicing.document import ascii_name; "
+        "assert ascii_name('Zoë Ñúñez-Lefèvre') == 'Zoe Nunez-Lefevre'; "
+        "print('text_unidecode' in sys.modules)"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert found.stdout.strip() == "False"
