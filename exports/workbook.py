@@ -7,10 +7,11 @@ widths that fit, dates as dates and amounts as numbers in major units, formatted
 decimals of their currency (JPY 0, EUR 2, BHD 3).
 
 The workbook is written in openpyxl's write-only mode: rows go to disk as they are
-appended, so a 10,000-document month is never held as a grid of cell objects. A sheet
-added by ``extra_sheets`` is therefore made with ``wb.create_sheet(title)`` and filled
-with ``ws.append(row)`` (cells: ``openpyxl.cell.WriteOnlyCell``); widths and frozen panes
-are set before its first row.
+appended, so a 10,000-document month is never held as a grid of cell objects; each row is
+serialised in one piece by ``exports.xlsx_rows.FastSheet`` (openpyxl's per-cell writer
+was most of the time). A sheet added by ``extra_sheets`` is best made with ``_Sheet``
+(``wb.create_sheet(title)`` and ``WriteOnlyCell``s work too); widths and frozen panes are
+set before its first row.
 """
 
 from __future__ import annotations
@@ -21,19 +22,16 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import pandas as pd
 from openpyxl import Workbook
-from openpyxl.cell import WriteOnlyCell
-from openpyxl.cell.cell import ERROR_CODES, ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
 from exports.frames import MonthFrames, Table, month_frames
+from exports.xlsx_rows import FastSheet, Styled, new_sheet
 from invoicing.money import precision
 from invoicing.months import Month
 
 if TYPE_CHECKING:
-    from openpyxl.worksheet._write_only import WriteOnlyWorksheet
-
     from invoicing.runtime import Runtime
 
 TITLE_FONT = Font(bold=True, size=14)
@@ -103,7 +101,7 @@ def blank(value: Any) -> bool:
 
 class _Sheet:
     def __init__(self, wb: Workbook, name: str, date_format: str) -> None:
-        self.ws: WriteOnlyWorksheet = wb.create_sheet(name[:31])  # Excel's limit
+        self.ws: FastSheet = new_sheet(wb, name[:31])  # Excel's limit
         # Printed (or saved as PDF) landscape, all columns on one page width: an accountant
         # files the month on paper too.
         self.ws.page_setup.orientation = "landscape"
@@ -114,20 +112,24 @@ class _Sheet:
         self.ws.print_title_rows = "2:2"  # the header on every page
         self.date_format = date_format
         self.row = 0
+        self._styles: dict[tuple[Any, ...], str] = {}
 
     # -- cells --------------------------------------------------------------------------
 
+    def style(
+        self, font: Font | None = None, fill: PatternFill | None = None, number_format: str = ""
+    ) -> str:
+        key = (id(font), id(fill), number_format)
+        found = self._styles.get(key)
+        if found is None:
+            found = self._styles[key] = self.ws.style(font, fill, number_format or None)
+        return found
+
     def cell(self, value: Any, font: Font | None = None, fill: PatternFill | None = None) -> Any:
-        if isinstance(value, str):
-            value = ILLEGAL_CHARACTERS_RE.sub("", value)
-        cell = WriteOnlyCell(self.ws, value=value)
-        if isinstance(value, str) and (value.startswith("=") or value in ERROR_CODES):
-            cell.data_type = "s"  # buyer text is never a formula
-        if font is not None:
-            cell.font = font
-        if fill is not None:
-            cell.fill = fill
-        return cell
+        """A value with a font or fill (text is always text: never a formula)."""
+        if font is None and fill is None:
+            return value
+        return Styled(value, self.style(font, fill))
 
     def append(self, values: Sequence[Any]) -> None:
         self.ws.append(list(values))
@@ -144,7 +146,7 @@ class _Sheet:
 
     def rows(self, table: Table, font: Font | None = None) -> None:
         """The table's rows: amounts in major units with their currency's format, dates
-        as dates, blanks for what is empty (openpyxl writes no cell for them)."""
+        as dates, blanks for what is empty (no cell is written for them)."""
         frame = table.frame
         columns = list(frame.columns)
         currency_at = columns.index(table.currency) if table.currency else None
@@ -158,55 +160,41 @@ class _Sheet:
             else "other"
             for c in columns
         ]
-        # One styled cell per column and format, given each row's value in turn: openpyxl
-        # writes an appended row at once, and making a styled cell costs more than
-        # writing it (a 10,000-document month has 100,000 amounts and dates).
-        styled: dict[tuple[int, str], Any] = {}
-
-        def cell(i: int, value: Any, number_format: str = "General") -> Any:
-            found = styled.get((i, number_format))
-            if found is None:
-                found = styled[(i, number_format)] = WriteOnlyCell(self.ws)
-                found.number_format = number_format
-                if font is not None:
-                    found.font = font
-            found.value = value
-            if isinstance(value, str) and (value.startswith("=") or value in ERROR_CODES):
-                found.data_type = "s"  # buyer text is never a formula
-            return found
-
+        dated = self.style(font, number_format=self.date_format)
+        plain = self.style(font) if font is not None else ""
         units: dict[str, tuple[int, str]] = {}
 
-        def amount(i: int, value: Any, currency: str) -> Any:
+        def amount(value: Any, currency: str) -> Any:
             if blank(value):
                 return None
             unit = units.get(currency)
             if unit is None:
-                unit = units[currency] = (10 ** precision(currency), money_format(currency))
+                unit = units[currency] = (
+                    10 ** precision(currency),
+                    self.style(font, number_format=money_format(currency)),
+                )
             # A float's shortest repr of minor/10^digits is the exact decimal ("19.99"),
             # far below 2^53 minor units; Excel stores a double either way.
-            return cell(i, int(value) / unit[0], unit[1])
+            return Styled(int(value) / unit[0], unit[1])
 
-        for values in frame.itertuples(index=False, name=None):
+        # Column by column into plain lists first: iterating a frame's rows goes through
+        # pandas' accessors for every value.
+        for values in zip(*(frame[c].tolist() for c in columns), strict=True):
             currency = values[currency_at] if currency_at is not None else ""
             out: list[Any] = []
-            for i, (kind, value) in enumerate(zip(kinds, values, strict=True)):
+            for kind, value in zip(kinds, values, strict=True):
                 if kind == "money":
-                    out.append(amount(i, value, currency))
+                    out.append(amount(value, currency))
                 elif kind == "eur":
-                    out.append(amount(i, value, "EUR"))
+                    out.append(amount(value, "EUR"))
                 elif kind == "date" and isinstance(value, date):
-                    out.append(cell(i, value, self.date_format))
-                elif isinstance(value, str):
-                    text = ILLEGAL_CHARACTERS_RE.sub("", value)
-                    if not text:
-                        out.append(None)
-                    elif font is not None or text.startswith("=") or text in ERROR_CODES:
-                        out.append(cell(i, text))
-                    else:
-                        out.append(text)
+                    out.append(Styled(value, dated))
+                elif blank(value) or value == "":
+                    out.append(None)
+                elif plain:
+                    out.append(Styled(value, plain))
                 else:
-                    out.append(None if blank(value) else value)
+                    out.append(value)
             self.append(out)
 
     # -- sheets -------------------------------------------------------------------------
