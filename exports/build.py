@@ -97,7 +97,13 @@ def _writers(rt: Runtime, month: Month, csv_dialect: str) -> dict[str, Callable[
     def xlsx(out: BinaryIO) -> int:
         from exports.workbook import write_workbook
 
-        return write_workbook(rt, month, out, frames=frames())
+        if rt.stripe is None:
+            return write_workbook(rt, month, out, frames=frames())
+        from exports.stripe_sheet import stripe_sheets
+
+        return write_workbook(
+            rt, month, out, extra_sheets=stripe_sheets(rt, month), frames=frames()
+        )
 
     def csv(out: BinaryIO) -> int:
         from exports.csv_export import write_csv

@@ -373,6 +373,18 @@ def document_by_reference(conn: Connection, reference: str) -> DocumentRecord | 
     return document_of(row) if row else None
 
 
+def documents_by_references(conn: Connection, references: Sequence[str]) -> list[DocumentRecord]:
+    """The documents whose payment reference is one of ``references``, in issue order: the
+    Stripe sheet's payments matched to their invoices and credit notes. Asked 500 at a
+    time: a month of payments would otherwise bind more parameters than SQLite allows."""
+    wanted = sorted(set(references))
+    found: list[DocumentRecord] = []
+    for at in range(0, len(wanted), 500):
+        query = _WITH_SOURCE.where(invoices.c.payment_reference.in_(wanted[at : at + 500]))
+        found += [document_of(row) for row in conn.execute(query)]
+    return sorted(found, key=lambda doc: (doc.issued_at, doc.id))
+
+
 def documents(
     conn: Connection,
     *,

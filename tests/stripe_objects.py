@@ -1143,6 +1143,205 @@ def expanded_payment_intent(
     return expanded
 
 
+# --- refunds, balance transactions and payouts ----------------------------------------------
+
+# When a balance transaction's money becomes available, by default: two days after it came
+# in, at 00:00 UTC (Stripe dates ``available_on`` and ``arrival_date`` at midnight UTC).
+DAY = 86400
+
+
+def _midnight_after(moment: int, days: int) -> int:
+    return (moment // DAY + days) * DAY
+
+
+def refund(
+    *,
+    refund_id: str = "re_test_bare",
+    charge_id: str = "ch_test_bare",
+    intent_id: str | None = "pi_test_bare",
+    amount: int = 1500,
+    currency: str = "eur",
+    created: int = PI_PAID + DAY,
+    status: str = "succeeded",
+) -> dict[str, Any]:
+    """A Refund (object ``refund``) of a card Charge, as ``GET /v1/refunds/{id}`` answers
+    (2024-06-20 and basil alike): ``amount`` positive, ``charge`` and ``payment_intent`` ids,
+    its ``balance_transaction`` id, ``destination_details`` for a card."""
+    return _ordered(
+        {
+            "id": refund_id,
+            "object": "refund",
+            "amount": amount,
+            "balance_transaction": f"txn_{refund_id}",  # whole: txn_re_1 is not ch_1’s txn_1
+            "charge": charge_id,
+            "created": created,
+            "currency": currency,
+            "destination_details": {
+                "card": {
+                    "reference": None,
+                    "reference_status": "pending",
+                    "reference_type": "acquirer_reference_number",
+                    "type": "refund",
+                },
+                "type": "card",
+            },
+            "metadata": {},
+            "payment_intent": intent_id,
+            "reason": "requested_by_customer",
+            "receipt_number": None,
+            "source_transfer_reversal": None,
+            "status": status,
+            "transfer_reversal": None,
+        }
+    )
+
+
+def balance_transaction(
+    *,
+    txn_id: str,
+    type: str,
+    amount: int,
+    fee: int = 0,
+    currency: str = "eur",
+    created: int = PI_PAID,
+    source: str | None = None,
+    reporting_category: str | None = None,
+    description: str | None = None,
+    status: str = "available",
+    available_on: int | None = None,
+    exchange_rate: float | None = None,
+) -> dict[str, Any]:
+    """A BalanceTransaction (object ``balance_transaction``), same shape in 2024-06-20 and
+    basil: signed ``amount``, ``fee`` and ``net = amount - fee`` in minor units, lowercase
+    ``currency``, ``fee_details`` (one ``stripe_fee`` entry when there is a fee), ``source``
+    as an id (``GET /v1/balance_transactions?expand[]=data.source`` gives the object),
+    ``reporting_category`` (the ``type`` by default, as for charge, refund and payout)."""
+    details = []
+    if fee:
+        details.append(
+            {
+                "amount": fee,
+                "application": None,
+                "currency": currency,
+                "description": "Stripe processing fees",
+                "type": "stripe_fee",
+            }
+        )
+    return _ordered(
+        {
+            "id": txn_id,
+            "object": "balance_transaction",
+            "amount": amount,
+            "available_on": available_on
+            if available_on is not None
+            else _midnight_after(created, 2),
+            "balance_type": "payments",
+            "created": created,
+            "currency": currency,
+            "description": description,
+            "exchange_rate": exchange_rate,
+            "fee": fee,
+            "fee_details": details,
+            "net": amount - fee,
+            "reporting_category": reporting_category or type,
+            "source": source,
+            "status": status,
+            "type": type,
+        }
+    )
+
+
+def charge_transaction(ch: dict[str, Any], fee: int) -> dict[str, Any]:
+    """The balance transaction of a succeeded Charge (``type: "charge"``): its amount in,
+    Stripe's fee taken, created with the charge, id as the charge names it."""
+    return balance_transaction(
+        txn_id=ch["balance_transaction"],
+        type="charge",
+        amount=ch["amount"],
+        fee=fee,
+        currency=ch["currency"],
+        created=ch["created"],
+        source=ch["id"],
+        description=ch.get("description"),
+    )
+
+
+def refund_transaction(re: dict[str, Any]) -> dict[str, Any]:
+    """The balance transaction of a Refund (``type: "refund"``): the amount out, negative;
+    Stripe keeps the charge's fee, so none here."""
+    return balance_transaction(
+        txn_id=re["balance_transaction"],
+        type="refund",
+        amount=-re["amount"],
+        currency=re["currency"],
+        created=re["created"],
+        source=re["id"],
+        description="REFUND FOR CHARGE",
+    )
+
+
+def payout(
+    *,
+    payout_id: str,
+    amount: int,
+    arrival_date: int,
+    currency: str = "eur",
+    created: int | None = None,
+    automatic: bool = True,
+    status: str = "paid",
+) -> dict[str, Any]:
+    """A Payout (object ``payout``) to the seller's bank account, 2024-06-20 and basil
+    alike: ``amount`` positive, ``arrival_date`` at 00:00 UTC, created two days before by
+    default, its ``balance_transaction`` id; ``reconciliation_status`` is ``completed`` for
+    an automatic payout (``not_applicable`` for a manual one)."""
+    created = created if created is not None else arrival_date - 2 * DAY
+    return _ordered(
+        {
+            "id": payout_id,
+            "object": "payout",
+            "amount": amount,
+            "application_fee": None,
+            "application_fee_amount": None,
+            "arrival_date": arrival_date,
+            "automatic": automatic,
+            "balance_transaction": f"txn_{payout_id}",
+            "created": created,
+            "currency": currency,
+            "description": "STRIPE PAYOUT",
+            "destination": "ba_test_zoe",
+            "failure_balance_transaction": None,
+            "failure_code": None,
+            "failure_message": None,
+            "livemode": False,
+            "metadata": {},
+            "method": "standard",
+            "original_payout": None,
+            "reconciliation_status": "completed" if automatic else "not_applicable",
+            "reversed_by": None,
+            "source_type": "card",
+            "statement_descriptor": None,
+            "status": status,
+            "trace_id": {"status": "supported", "value": None},
+            "type": "bank_account",
+        }
+    )
+
+
+def payout_transaction(po: dict[str, Any]) -> dict[str, Any]:
+    """A payout's own balance transaction (``type: "payout"``): the amount leaving the
+    balance, negative, created with the payout."""
+    return balance_transaction(
+        txn_id=po["balance_transaction"],
+        type="payout",
+        amount=-po["amount"],
+        currency=po["currency"],
+        created=po["created"],
+        source=po["id"],
+        description="STRIPE PAYOUT",
+        available_on=po["arrival_date"],
+    )
+
+
 # --- a Checkout Session -----------------------------------------------------------------------
 
 

@@ -10,6 +10,12 @@ PaymentIntents, Charges and Customers are retrieved by id (``GET /v1/payment_int
 ``/v1/charges/{id}``, ``/v1/customers/{id}``) from the dicts the test registers by id; a
 PaymentIntent's ``latest_charge`` and ``customer`` ids become the registered objects when
 ``expand[]`` names them. An unknown id is Stripe's 404 ``resource_missing`` error.
+
+Balance transactions are filtered on ``created``, ``type``, ``source`` and ``payout`` (the
+transactions ``paid_out`` says the payout paid, and the payout's own, as Stripe lists
+them); ``expand[]=data.source`` turns each ``source`` id into the registered charge,
+refund or payout. Payouts are filtered on ``created``, ``status`` and
+``arrival_date[gte|gt|lte|lt]``.
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ class StripeServer:
         self.payment_intents: dict[str, dict[str, Any]] = {}  # id → object, for retrieval
         self.charges: dict[str, dict[str, Any]] = {}
         self.customers: dict[str, dict[str, Any]] = {}
+        self.balance_transactions: list[dict[str, Any]] = []
+        self.payouts: list[dict[str, Any]] = []
+        self.paid_out: dict[str, list[str]] = {}  # payout id → the transactions it paid out
         self.requests: list[str] = []
         # Answer 500 to the requests this says yes to (path with its query string).
         self.fail_when: Callable[[str], bool] | None = None
@@ -78,6 +87,15 @@ class StripeServer:
             return 200, self._page(url.path, self._filtered(self.sessions, query), query)
         if url.path == "/v1/refunds":
             return 200, self._page(url.path, self._filtered(self.refunds, query), query)
+        if url.path == "/v1/balance_transactions":
+            return self._balance_transactions(url.path, query, "data.source" in expand)
+        if url.path == "/v1/payouts":
+            payouts = [
+                po
+                for po in self._filtered(self.payouts, query)
+                if _within(int(po["arrival_date"]), "arrival_date", query)
+            ]
+            return 200, self._page(url.path, payouts, query)
         if url.path == "/v1/invoice_payments":
             pi = query.get("payment[payment_intent]")
             paid = [
@@ -135,6 +153,38 @@ class StripeServer:
                     obj[field] = json.loads(json.dumps(registry[obj[field]]))
         return 200, obj
 
+    def _balance_transactions(
+        self, path: str, query: dict[str, str], expand_source: bool
+    ) -> tuple[int, dict[str, Any]]:
+        txns = self._filtered(self.balance_transactions, query)
+        if "payout" in query:
+            po = next((p for p in self.payouts if p["id"] == query["payout"]), None)
+            if po is None:
+                return 404, {
+                    "error": {
+                        "code": "resource_missing",
+                        "message": f"No such payout: '{query['payout']}'",
+                        "param": "payout",
+                        "type": "invalid_request_error",
+                    }
+                }
+            paid = set(self.paid_out.get(po["id"], ())) | {po["balance_transaction"]}
+            txns = [txn for txn in txns if txn["id"] in paid]
+        for field in ("type", "source"):
+            if field in query:
+                txns = [txn for txn in txns if txn.get(field) == query[field]]
+        page = self._page(path, txns, query)
+        if expand_source:
+            sources: dict[str, dict[str, Any]] = {**self.charges}
+            sources |= {obj["id"]: obj for obj in self.refunds + self.payouts}
+            page["data"] = [
+                {**txn, "source": json.loads(json.dumps(sources[txn["source"]]))}
+                if txn.get("source") in sources
+                else txn
+                for txn in page["data"]
+            ]
+        return 200, page
+
     def _filtered(self, objects: list[dict[str, Any]], query: dict[str, str]) -> list[Any]:
         kept = []
         for obj in objects:
@@ -143,13 +193,7 @@ class StripeServer:
                 continue
             if "payment_intent" in query and obj.get("payment_intent") != query["payment_intent"]:
                 continue
-            if "created[gte]" in query and created < int(query["created[gte]"]):
-                continue
-            if "created[gt]" in query and created <= int(query["created[gt]"]):
-                continue
-            if "created[lte]" in query and created > int(query["created[lte]"]):
-                continue
-            if "created[lt]" in query and created >= int(query["created[lt]"]):
+            if not _within(created, "created", query):
                 continue
             kept.append(obj)
         return sorted(kept, key=lambda o: (o["created"], o["id"]), reverse=True)
@@ -205,3 +249,18 @@ class StripeServer:
                 pass
 
         return Handler
+
+
+def _within(moment: int, field: str, query: dict[str, str]) -> bool:
+    """``moment`` passes the query's ``field[gte|gt|lte|lt]`` bounds."""
+    bounds = {
+        "gte": lambda bound: moment >= bound,
+        "gt": lambda bound: moment > bound,
+        "lte": lambda bound: moment <= bound,
+        "lt": lambda bound: moment < bound,
+    }
+    return all(
+        test(int(query[f"{field}[{op}]"]))
+        for op, test in bounds.items()
+        if f"{field}[{op}]" in query
+    )
