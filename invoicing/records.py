@@ -560,8 +560,10 @@ def any_document_before(conn: Connection, end: datetime) -> bool:
 def claim_meta(conn: Connection, key: str, value: str) -> bool:
     """Set ``key`` unless it is set; True for the one caller that set it (the unique key
     decides, across processes and machines)."""
-    result = conn.execute(_insert(conn)(meta).values(key=key, value=value).on_conflict_do_nothing())
-    return bool(result.rowcount)
+    # RETURNING, not rowcount: with psycopg the rowcount of an INSERT … ON CONFLICT DO
+    # NOTHING that waited for a concurrent insert of the key said 1 to both callers.
+    insert = _insert(conn)(meta).values(key=key, value=value).on_conflict_do_nothing()
+    return conn.execute(insert.returning(meta.c.key)).first() is not None
 
 
 def ping(conn: Connection) -> None:

@@ -79,3 +79,33 @@ def test_the_schema_head_is_alembics_and_a_database_there_is_left_alone(
     with engine.connect() as conn:
         differences = compare_metadata(MigrationContext.configure(conn), metadata)
     assert [d for d in differences if d[0] != "remove_table"] == []
+
+
+def test_a_meta_key_is_claimed_by_one_of_two_racing_writers(database_url: str) -> None:
+    """Both insert at once; the one whose insert waited must hear that it lost (the
+    monthly pack is queued by whoever claims its key)."""
+    import threading
+
+    from invoicing import records
+
+    engine = make_engine(database_url)
+    migrate(engine)
+
+    def race(key: str) -> list[bool]:
+        won: list[bool] = []
+        start = threading.Barrier(2)
+
+        def claim() -> None:
+            start.wait()
+            with write(engine) as conn:
+                won.append(records.claim_meta(conn, key, "x"))
+
+        threads = [threading.Thread(target=claim) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return sorted(won)
+
+    for round_ in range(5):
+        assert race(f"race:{round_}") == [False, True]
