@@ -15,6 +15,8 @@ from urllib.parse import unquote_plus
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
+from invoicing import metrics
+
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -155,10 +157,13 @@ def timed(step: str) -> Iterator[None]:
             yield
         except BaseException as exc:
             # INFO, not WARNING: Postponed and LeaseLost end steps too; the caller, who knows
-            # what the exception means, logs the failure.
+            # what the exception means, logs the failure (and counts it, under this step).
             _steps.info("step failed", duration_ms=_ms(start), error=type(exc).__name__)
+            metrics.step_failed(step)
             raise
-        _steps.info("step done", duration_ms=_ms(start))
+        seconds = time.perf_counter() - start
+        metrics.step_took(step, seconds)
+        _steps.info("step done", duration_ms=round(seconds * 1000, 1))
 
 
 def _ms(start: float) -> float:

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 
-from invoicing import records
+from invoicing import metrics, records
 from invoicing.errors import PermanentError
 from invoicing.logs import bind, timed
 from invoicing.model import (
@@ -128,11 +128,15 @@ def _issue(rt: Runtime, sale: SaleRecord) -> DocumentRecord | None:
     if doc is not None:
         return doc
     if sale.kind == SaleKind.REFUND:
-        return issue_credit_note(rt, sale.id)
-    if sale.status == SaleStatus.DUPLICATE or _owned_elsewhere(rt, sale):
+        made = issue_credit_note(rt, sale.id)
+    elif sale.status == SaleStatus.DUPLICATE or _owned_elsewhere(rt, sale):
         return None
-    buyer = sale.buyer if sale.buyer.is_known else _find_buyer(rt, sale)
-    return issue(rt, sale, _lines(rt, sale), buyer)  # None: it became a duplicate meanwhile
+    else:
+        buyer = sale.buyer if sale.buyer.is_known else _find_buyer(rt, sale)
+        made = issue(rt, sale, _lines(rt, sale), buyer)  # None: it became a duplicate meanwhile
+    if made is not None:
+        metrics.issued(str(made.kind))
+    return made
 
 
 def load_invoice(rt: Runtime, sale_id: int) -> DocumentRecord | None:

@@ -6,6 +6,14 @@ if the one holding it died. On PostgreSQL the claim skips rows other workers hav
 Failures are retried with exponential backoff and full jitter, then kept as dead letters
 with their error until someone replays them.
 
+A lease is short (``JOB_LEASE_SECONDS``, 10 s) and kept alive while the job runs by the
+worker's heartbeat (``beat``), which renews every lease its process holds in one statement
+and records that the worker lives (the ``workers`` table, which /healthz reads). So a
+worker that dies loses its claims within one lease; a slow one keeps them, and before each
+side effect its checkpoint (``renew``) proves the claim is still its own. A worker that
+starts alone on its machine (see worker.py) gives back the claims of the boot before at
+once rather than after a lease (``release_claims``).
+
 The lease is also how a job is kept one at a time across processes and machines: a kind
 in ``EXCLUSIVE`` (the Sheet's writer) is not handed out while another job of its group
 holds a live lease. That is the project's one "one at a time" mechanism.
@@ -25,7 +33,7 @@ from typing import Any
 from sqlalchemy import Engine, Select, bindparam, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 
-from invoicing.store import as_utc, is_postgres, jobs, utcnow, write
+from invoicing.store import as_utc, is_postgres, jobs, utcnow, workers, write
 
 
 class JobKind(StrEnum):
@@ -196,6 +204,58 @@ def renew(engine: Engine, job: Job, lease_seconds: float) -> None:
         raise LeaseLost(f"job {job.id} was taken over by another worker")
 
 
+def beat(
+    engine: Engine,
+    worker: str,
+    lease_seconds: float,
+    *,
+    now: datetime,
+    host: str,
+    started_at: datetime,
+    turn_at: datetime,
+    jobs_done: int,
+) -> int:
+    """The worker's heartbeat: renew the lease of every job this worker holds and record
+    that it lives. Returns how many leases were renewed."""
+    with write(engine) as conn:
+        renewed = conn.execute(
+            update(jobs)
+            .where(
+                jobs.c.state == JobState.RUNNING,
+                jobs.c.locked_by.startswith(f"{worker}/", autoescape=True),
+            )
+            .values(locked_until=now + timedelta(seconds=lease_seconds))
+        ).rowcount
+        values = {"beat_at": now, "turn_at": turn_at, "jobs_done": jobs_done, "stopped_at": None}
+        seen = conn.execute(update(workers).where(workers.c.id == worker).values(**values))
+        if seen.rowcount == 0:
+            new = {"id": worker, "host": host, "started_at": started_at, **values}
+            conn.execute(insert(workers).values(**new))
+    return int(renewed)
+
+
+def worker_stopped(engine: Engine, worker: str) -> None:
+    with write(engine) as conn:
+        conn.execute(update(workers).where(workers.c.id == worker).values(stopped_at=utcnow()))
+
+
+def release_claims(engine: Engine, host: str | None = None) -> int:
+    """Give back every running job (``host``: those of workers on that host only): for a
+    worker that knows no other lives (on the database, or on its host)."""
+    now = utcnow()
+    query = update(jobs).where(jobs.c.state == JobState.RUNNING)
+    gone = update(workers).where(workers.c.stopped_at.is_(None))
+    if host is not None:
+        query = query.where(jobs.c.locked_by.startswith(f"{host}:", autoescape=True))
+        gone = gone.where(workers.c.host == host)
+    with write(engine) as conn:
+        released = conn.execute(
+            query.values(state=JobState.PENDING, locked_by=None, locked_until=None, updated_at=now)
+        ).rowcount
+        conn.execute(gone.values(stopped_at=now))
+    return int(released)
+
+
 class Postponed(Exception):
     """The job cannot run yet (a rate limit, another writer busy): run it again later,
     without counting an attempt."""
@@ -283,6 +343,26 @@ def revive(conn: Connection, sale_id: int, *, finished_too: bool = False) -> int
 def counts(conn: Connection) -> dict[str, int]:
     rows = conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state)).all()
     return {state: int(n) for state, n in rows}
+
+
+def pending_ages(conn: Connection) -> tuple[datetime | None, datetime | None]:
+    """When the oldest pending job was made, and the earliest time a pending job is due."""
+    oldest, due = conn.execute(
+        select(func.min(jobs.c.created_at), func.min(jobs.c.run_after)).where(
+            jobs.c.state == JobState.PENDING
+        )
+    ).one()
+    return oldest, due
+
+
+def heartbeat_of(conn: Connection, prefix: str) -> Any:
+    """The newest heartbeat row of the worker whose id starts with ``prefix``, or None."""
+    return conn.execute(
+        select(workers.c.beat_at, workers.c.turn_at, workers.c.jobs_done)
+        .where(workers.c.id.startswith(prefix, autoescape=True))
+        .order_by(workers.c.started_at.desc())
+        .limit(1)
+    ).first()
 
 
 def next_due(conn: Connection) -> datetime | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,7 +37,11 @@ class Runtime:
     engine: Engine
     storage: Storage
     links: LinkSigner
-    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    # host:pid:boot. The boot part because a container's pid is the same at every boot, and a
+    # restarted machine must not take the claims of the one that died for its own.
+    worker_id: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    )
     clock: Callable[[], datetime] = utcnow  # UTC, aware; tests set the time of day
     _sources: dict[str, SaleSource] | None = None
     _mailer: Any = None

@@ -103,7 +103,7 @@ class Settings:
     google_api_endpoint: str | None = None
     worker_concurrency: int = 4
     job_max_attempts: int = 12
-    job_lease_seconds: float = 120.0
+    job_lease_seconds: float = 10.0
     retry_base_seconds: float = 30.0
     retry_max_seconds: float = 3600.0
     payment_intent_grace_seconds: float = 120.0
@@ -451,7 +451,7 @@ def load_settings(env: Mapping[str, str], config: Mapping[str, Any] | None = Non
         google_api_endpoint=env.get("GOOGLE_API_ENDPOINT", "").strip() or None,
         worker_concurrency=int(_number(env, "WORKER_CONCURRENCY", 4, minimum=1)),
         job_max_attempts=int(_number(env, "JOB_MAX_ATTEMPTS", 12, minimum=1)),
-        job_lease_seconds=_number(env, "JOB_LEASE_SECONDS", 120, minimum=1),
+        job_lease_seconds=_number(env, "JOB_LEASE_SECONDS", 10, minimum=1),
         retry_base_seconds=_number(env, "RETRY_BASE_SECONDS", 30, minimum=0),
         retry_max_seconds=_number(env, "RETRY_MAX_SECONDS", 3600, minimum=0),
         payment_intent_grace_seconds=_number(env, "PAYMENT_INTENT_GRACE_SECONDS", 120, minimum=0),

@@ -169,6 +169,20 @@ jobs = Table(
     Index("ix_jobs_claim", "state", "run_after"),
 )
 
+# One row per worker process: its heartbeat (``beat_at``, written every few seconds while
+# it lives) and the last time one of its loops looked for work (``turn_at``).
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(100), primary_key=True),  # host:pid:boot, as in jobs.locked_by
+    Column("host", String(100), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("beat_at", DateTime(timezone=True), nullable=False),
+    Column("turn_at", DateTime(timezone=True), nullable=False),
+    Column("jobs_done", Integer, nullable=False),
+    Column("stopped_at", DateTime(timezone=True)),
+)
+
 meta = Table(
     "meta",
     metadata,

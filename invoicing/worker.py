@@ -4,17 +4,27 @@ supervisor.py).
 Several loops run side by side (``WORKER_CONCURRENCY``); each claims one job at a time and
 runs it in a thread, since the steps block on the database, Typst and the mail server.
 On shutdown the loops stop taking jobs and the jobs in hand are finished.
+
+A heartbeat thread keeps the leases of the jobs in hand alive (see queue.py) and tells
+/healthz that the worker lives and when its loops last looked for work. It is a thread,
+not a task of the event loop, so that ``drain`` (the CLI's) has one too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import hashlib
 import logging
+import os
+import socket
+import tempfile
+import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-from invoicing import queue
+from invoicing import metrics, queue
 from invoicing.errors import PermanentError, SettingsError
 from invoicing.ledger import rebuild, write_pending
 from invoicing.logs import job_context
@@ -37,12 +47,21 @@ class Worker:
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self.processed = 0
+        self.started_at = rt.clock()
+        self.last_turn = self.started_at
+        self._beating = threading.Event()
+        self._beater: threading.Thread | None = None
+        self._boot_lock: int | None = None
 
     @property
     def running(self) -> bool:
         return any(not t.done() for t in self._tasks)
 
     def start(self) -> None:
+        released = self._take_boot_lock(alone_releases=True)
+        if released:
+            log.warning("released %s job(s) the previous boot left running", released)
+        self._start_heartbeat()
         for n in range(self.rt.settings.worker_concurrency):
             self._tasks.append(asyncio.create_task(self._loop(), name=f"worker-{n}"))
         if self.rt.settings.accountant_email is not None:
@@ -74,6 +93,90 @@ class Worker:
             done, pending = await asyncio.wait(self._tasks, timeout=timeout)
             for task in pending:
                 task.cancel()
+        await asyncio.to_thread(self._stop_heartbeat)
+
+    # The heartbeat ----------------------------------------------------------------------
+
+    @property
+    def beat_seconds(self) -> float:
+        return self.rt.settings.job_lease_seconds / 4
+
+    def _beat(self) -> None:
+        queue.beat(
+            self.rt.engine,
+            self.rt.worker_id,
+            self.rt.settings.job_lease_seconds,
+            now=self.rt.clock(),
+            host=socket.gethostname(),
+            started_at=self.started_at,
+            turn_at=self.last_turn,
+            jobs_done=self.processed,
+        )
+
+    def _heartbeat(self) -> None:
+        while True:
+            try:
+                self._beat()
+            except Exception:  # the database is away: the leases run out, as they should
+                log.exception("worker heartbeat failed")
+            if self._beating.wait(self.beat_seconds):
+                return
+
+    def _start_heartbeat(self) -> None:
+        if self._beater is not None:
+            return
+        self._beating.clear()
+        self._beater = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
+        self._beater.start()
+
+    def _stop_heartbeat(self) -> None:
+        if self._beater is None:
+            return
+        self._beating.set()
+        self._beater.join()
+        self._beater = None
+        with contextlib.suppress(Exception):
+            queue.worker_stopped(self.rt.engine, self.rt.worker_id)
+        if self._boot_lock is not None:
+            os.close(self._boot_lock)
+            self._boot_lock = None
+
+    def _take_boot_lock(self, *, alone_releases: bool) -> int:
+        """Every worker holds a shared lock on a file of its machine while it lives; the OS
+        lets go of it when a process dies, however it dies. A worker that can take it
+        exclusively is the only one alive on this machine, so the running jobs that this
+        machine's workers hold were left by a boot that died: it gives them back at once
+        instead of after a lease. With SQLite every job is this machine's; with PostgreSQL,
+        those whose claim names this host (other machines' workers keep theirs)."""
+        if self._boot_lock is not None:
+            return 0
+        fd = os.open(_boot_lock_path(self.rt), os.O_RDWR | os.O_CREAT, 0o600)
+        released = 0
+        try:
+            if alone_releases:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                sqlite = self.rt.engine.dialect.name == "sqlite"
+                released = queue.release_claims(
+                    self.rt.engine, None if sqlite else socket.gethostname()
+                )
+        except BlockingIOError:
+            pass  # another worker lives here (a CLI drain, a second `serve`): leases decide
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        self._boot_lock = fd
+        return released
+
+    @contextlib.contextmanager
+    def _alive(self) -> Iterator[None]:
+        """The heartbeat, for work done outside ``start``/``stop`` (the CLI's drain)."""
+        if self._beater is not None:
+            yield
+            return
+        self._take_boot_lock(alone_releases=False)
+        self._start_heartbeat()
+        try:
+            yield
+        finally:
+            self._stop_heartbeat()
 
     async def _loop(self) -> None:
         while not self._stopping:
@@ -92,6 +195,7 @@ class Worker:
         """Claim one due job (or job ``job_id``, if it is still waiting) and run it; False
         when there was none to take."""
         settings = self.rt.settings
+        self.last_turn = self.rt.clock()
         job = queue.claim(
             self.rt.engine,
             self.rt.worker_id,
@@ -112,6 +216,7 @@ class Worker:
         def checkpoint() -> None:
             queue.renew(self.rt.engine, job, settings.job_lease_seconds)
 
+        metrics.step_failed(None)  # a step that ended in Postponed before names no failure
         try:
             result = str(self._step(job.kind)(self.rt, job.sale_id, checkpoint))
         except queue.LeaseLost as exc:
@@ -120,6 +225,7 @@ class Worker:
             queue.postpone(self.rt.engine, job, later.seconds)
             log.info("job %s (%s, sale %s): later: %s", job.id, job.kind, job.sale_id, later)
         except Exception as exc:
+            metrics.failure(default=str(job.kind))
             # A setting that is wrong stays wrong until a person fixes it and replays.
             permanent = isinstance(exc, PermanentError | SettingsError)
             state = queue.fail(
@@ -158,6 +264,18 @@ class Worker:
     def drain(self, limit: int = 100_000) -> int:
         """Run due jobs until none is left (CLI and tests); returns how many ran."""
         count = 0
-        while count < limit and self.run_once():
-            count += 1
+        with self._alive():
+            while count < limit and self.run_once():
+                count += 1
         return count
+
+
+def _boot_lock_path(rt: Runtime) -> str:
+    """Beside the SQLite file; for a server database, in the machine's temporary folder,
+    one per database (two test databases on one machine are two services)."""
+    database = rt.engine.url.database or ""
+    if rt.engine.dialect.name == "sqlite" and database not in ("", ":memory:"):
+        return f"{os.path.abspath(database)}.workers"
+    url = rt.engine.url.render_as_string(hide_password=True)
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), f"invoicehook-{digest}.workers")

@@ -71,9 +71,8 @@ def test_the_schema_head_is_alembics_and_a_database_there_is_left_alone(
     migrate(engine)
     assert schema_revision(engine) == schema_head()
     with write(engine) as conn:  # as if the newest migration had never run
-        conn.execute(text("UPDATE alembic_version SET version_num = '0005'"))
-        conn.execute(text("DROP INDEX ix_invoices_issued_at"))
-        conn.execute(text("ALTER TABLE sales DROP COLUMN payment_method"))
+        conn.execute(text("UPDATE alembic_version SET version_num = '0006'"))
+        conn.execute(text("DROP TABLE workers"))
     migrate(engine)
     assert schema_revision(engine) == schema_head()
     with engine.connect() as conn:

@@ -1,0 +1,191 @@
+"""The machine dies, or is told to stop, in the middle of a burst of sales: after the restart
+every sale is emailed once, soon, and the numbers stay one gap-free series."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from invoicing import queue
+from invoicing.store import invoices, jobs, make_engine, migrate
+from tests.conftest import (
+    Inbox,
+    Service,
+    all_jobs_done,
+    attachment,
+    checkout_event,
+    children,
+    db_rows,
+    post_event,
+    wait_until,
+)
+
+BURST = 40
+
+
+def _burst(service: Service, count: int = BURST) -> None:
+    with service.client() as client:
+        for n in range(count):
+            assert post_event(client, checkout_event(n)).json()["status"] == "accepted"
+
+
+def _every_sale_once(url: str, inbox: Inbox, count: int = BURST) -> None:
+    wait_until(lambda: all_jobs_done(url), what="every job done")
+    assert len(inbox.messages) == count
+    assert len({m["Message-ID"] for m in inbox.messages}) == count
+    assert len({attachment(m)[1] for m in inbox.messages}) == count
+    assert sorted(r.seq for r in db_rows(url, invoices)) == list(range(1, count + 1))
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_kill_9_mid_burst_then_every_sale_is_emailed_within_10_s_of_the_restart(
+    database: str,
+    request: pytest.FixtureRequest,
+    service_env: dict[str, str],
+    smtp: tuple[Inbox, str],
+    services: list[Service],
+    tmp_path: Path,
+) -> None:
+    """With the default lease. SQLite: the new boot gives the dead one's jobs back at once.
+    PostgreSQL: the dead worker's heartbeat stops, and its leases (10 s) run out."""
+    inbox, smtp_url = smtp
+    env = {**service_env, "EMAIL_URL": smtp_url}
+    if database == "postgresql":
+        env["DATABASE_URL"] = request.getfixturevalue("pg_url")
+    url = env["DATABASE_URL"]
+    inbox.hold.clear()  # the mail server hangs: the worker has jobs in hand when it dies
+    first = Service(env, tmp_path).start()
+    services.append(first)
+    _burst(first)
+    wait_until(
+        lambda: sum(j.state == "running" for j in db_rows(url, jobs)) >= 2, what="jobs in hand"
+    )
+    first.crash()
+    assert inbox.messages == []
+    inbox.hold.set()
+
+    restarted = time.monotonic()
+    second = Service(env, tmp_path).start()
+    services.append(second)
+    inbox.wait_for(BURST, timeout=10)
+    assert time.monotonic() - restarted <= 10
+    _every_sale_once(url, inbox)
+
+
+def test_sigterm_mid_burst_loses_nothing(
+    service_env: dict[str, str], smtp: tuple[Inbox, str], services: list[Service], tmp_path: Path
+) -> None:
+    """Fly's kill_signal while sales arrive and emails are being sent: the jobs in hand are
+    finished, the rest wait in the database, and the next boot sends them, once each."""
+    inbox, smtp_url = smtp
+    env = {**service_env, "EMAIL_URL": smtp_url}
+    url = env["DATABASE_URL"]
+    first = Service(env, tmp_path).start()
+    services.append(first)
+    _burst(first, 20)
+    wait_until(lambda: len(inbox.messages) >= 1, what="the first email")
+    assert first.proc is not None
+    first.proc.send_signal(signal.SIGTERM)
+    # uvicorn shuts down gracefully, then raises the signal again for its parent to see.
+    assert first.proc.wait(60) in (0, -signal.SIGTERM), first.log()
+    sent_before = len(inbox.messages)
+    assert all(j.state in ("pending", "done") for j in db_rows(url, jobs))  # none left running
+
+    second = Service(env, tmp_path).start()
+    services.append(second)
+    inbox.wait_for(20, timeout=30)
+    _every_sale_once(url, inbox, 20)
+    assert sent_before <= 20
+
+
+def test_a_restarted_worker_child_gives_back_its_dead_predecessors_jobs(
+    service_env: dict[str, str], smtp: tuple[Inbox, str], services: list[Service], tmp_path: Path
+) -> None:
+    """Out of memory kills only the worker child: the web process starts another, which is
+    alone on the database, so it takes the jobs back at once rather than after a lease."""
+    inbox, smtp_url = smtp
+    env = {**service_env, "EMAIL_URL": smtp_url, "JOB_LEASE_SECONDS": "600"}
+    url = env["DATABASE_URL"]
+    inbox.hold.clear()
+    service = Service(env, tmp_path).start()
+    services.append(service)
+    _burst(service, 5)
+    wait_until(lambda: any(j.state == "running" for j in db_rows(url, jobs)), what="a job held")
+    assert service.proc is not None
+    (worker,) = children(service.proc.pid)
+    os.kill(worker, signal.SIGKILL)
+    inbox.hold.set()
+    inbox.wait_for(5, timeout=30)  # a 600 s lease: only the release at start can explain it
+    _every_sale_once(url, inbox, 5)
+
+
+def test_a_second_worker_alive_keeps_its_claims(tmp_path: Path) -> None:
+    """The release at start is for a worker alone on its SQLite file: one that finds
+    another alive (a CLI drain, a second `work`) leaves the other's claims to the leases."""
+    from invoicing.runtime import build_runtime
+    from invoicing.settings import load_settings
+    from invoicing.worker import Worker
+    from tests.conftest import write_config
+
+    env = {
+        "INVOICEHOOK_CONFIG": str(write_config(tmp_path)),
+        "DATABASE_URL": f"sqlite:///{tmp_path}/ih.db",
+        "STORAGE_URL": f"file://{tmp_path}/pdf",
+        "EMAIL_URL": f"file://{tmp_path}/out",
+    }
+    engine = make_engine(env["DATABASE_URL"])
+    migrate(engine)
+    with engine.begin() as conn:
+        queue.enqueue(conn, queue.JobKind.INVOICE, 1)
+        queue.enqueue(conn, queue.JobKind.INVOICE, 2)
+    held = queue.claim(engine, "old-boot", 600)
+    assert held is not None
+
+    first = Worker(build_runtime(load_settings(env)))
+    assert first._take_boot_lock(alone_releases=True) == 1  # alone: the old boot's claim
+    assert {j.state for j in db_rows(env["DATABASE_URL"], jobs)} == {"pending"}
+    again = queue.claim(engine, "first", 600)
+    assert again is not None
+    second = Worker(build_runtime(load_settings(env)))
+    assert second._take_boot_lock(alone_releases=True) == 0  # the first lives: nothing freed
+    states = sorted(j.state for j in db_rows(env["DATABASE_URL"], jobs))
+    assert states == ["pending", "running"]
+    first._stop_heartbeat()
+    second._stop_heartbeat()
+
+
+def test_the_heartbeat_keeps_a_slow_jobs_lease_and_a_dead_one_loses_it(tmp_path: Path) -> None:
+    """A job that runs longer than its lease keeps it while its worker beats; once the beats
+    stop, another worker may take it, and the slow one's checkpoint then stops it."""
+    from invoicing.runtime import build_runtime
+    from invoicing.settings import load_settings
+    from invoicing.worker import Worker
+    from tests.conftest import write_config
+
+    env = {
+        "INVOICEHOOK_CONFIG": str(write_config(tmp_path)),
+        "DATABASE_URL": f"sqlite:///{tmp_path}/ih.db",
+        "STORAGE_URL": f"file://{tmp_path}/pdf",
+        "EMAIL_URL": f"file://{tmp_path}/out",
+        "JOB_LEASE_SECONDS": "1",
+    }
+    rt = build_runtime(load_settings(env))
+    with rt.engine.begin() as conn:
+        queue.enqueue(conn, queue.JobKind.INVOICE, 1)
+    worker = Worker(rt)
+    job = queue.claim(rt.engine, rt.worker_id, 1)
+    assert job is not None
+    worker._start_heartbeat()
+    time.sleep(2.5)  # more than two leases
+    assert queue.claim(rt.engine, "other", 1) is None  # still ours: the heartbeat renewed it
+    queue.renew(rt.engine, job, 1)  # the checkpoint before an email passes
+    worker._stop_heartbeat()
+    time.sleep(1.2)
+    taken = queue.claim(rt.engine, "other", 1)
+    assert taken is not None and taken.id == job.id
+    with pytest.raises(queue.LeaseLost):
+        queue.renew(rt.engine, job, 1)  # the slow worker must not send now
