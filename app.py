@@ -26,7 +26,7 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
-from invoicing import queue, records
+from invoicing import health, metrics
 from invoicing.auth import REALM, AdminClosed, NotAdmin, check_admin
 from invoicing.errors import BadRequest, InvoicehookError, Rejected, Unauthorized
 from invoicing.intake import Outcome, record, reject
@@ -66,18 +66,28 @@ def error(status: int, message: str, **more: Any) -> JSONResponse:
 
 async def webhook(request: Request) -> Response:
     """``POST /webhooks/{source}``: every sale source, one route (sources.REGISTRY)."""
-    rt: Runtime = request.app.state.runtime
     name: str = request.path_params["source"]
+    response, outcome = await _webhook(request, name)
+    # A source's name is counted only if it is one of ours: a label is never what a caller
+    # typed, or /metrics would grow with every path tried.
+    metrics.received(name if name in REGISTRY else "unknown", outcome)
+    return response
+
+
+async def _webhook(request: Request, name: str) -> tuple[Response, str]:
+    rt: Runtime = request.app.state.runtime
     source = rt.sources.get(name)
     if source is None:
-        return error(404, f"no source {name[:40]!r}; expected one of {', '.join(REGISTRY)}")
+        return error(404, f"no source {name[:40]!r}; expected one of {', '.join(REGISTRY)}"), (
+            "unknown_source"
+        )
     missing = source.not_ready()
     if missing:
-        return error(503, missing)
+        return error(503, missing), "not_configured"
     try:
         body = await read_body(request)
     except BodyTooLarge:
-        return error(413, f"body is larger than {MAX_BODY} bytes")
+        return error(413, f"body is larger than {MAX_BODY} bytes"), "too_large"
     inbound = Inbound(
         body=body,
         headers={k.lower(): v for k, v in request.headers.items()},
@@ -88,46 +98,50 @@ async def webhook(request: Request) -> Response:
     try:
         delivery = source.receive(inbound)
     except Unauthorized as exc:
-        return error(exc.status, str(exc))
+        return error(exc.status, str(exc)), "unauthorized"
     except Rejected as exc:
         # Authentic but not valid: kept for the seller to see and replay, nothing else made.
         keep = functools.partial(reject, rt.engine, source=name, rejected=exc, clock=rt.clock)
         await anyio.to_thread.run_sync(keep, limiter=limiter)
-        return error(exc.cause.status, str(exc.cause), **_fields(exc.cause))
+        return error(exc.cause.status, str(exc.cause), **_fields(exc.cause)), "rejected"
     except BadRequest as exc:
-        return error(exc.status, str(exc), **_fields(exc))
+        return error(exc.status, str(exc), **_fields(exc)), "bad_request"
     keep_it = functools.partial(record, rt.engine, source=name, delivery=delivery, clock=rt.clock)
     outcome: Outcome = await anyio.to_thread.run_sync(keep_it, limiter=limiter)
     worker: WorkerProcess | None = request.app.state.worker
     if outcome.status == EventOutcome.ACCEPTED and worker is not None:
         worker.wake()
-    return JSONResponse(outcome.as_json())
+    return JSONResponse(outcome.as_json()), str(outcome.status)
 
 
 def _fields(exc: BadRequest) -> dict[str, Any]:
     return {"fields": exc.fields} if exc.fields else {}
 
 
-async def healthz(request: Request) -> Response:
+def _health(request: Request) -> health.Health:
     rt: Runtime = request.app.state.runtime
     worker: WorkerProcess | None = request.app.state.worker
-
-    def probe() -> dict[str, int]:
-        with rt.engine.connect() as conn:
-            records.ping(conn)
-            return queue.counts(conn)
-
-    try:
-        jobs = await run_in_threadpool(probe)
-    except Exception as exc:
-        return JSONResponse({"database": f"unreachable: {type(exc).__name__}"}, status_code=503)
-    return JSONResponse(
-        {
-            "database": "ok",
-            "worker": "running" if worker is not None and worker.running else "stopped",
-            "queue": jobs,
-        }
+    return health.check(
+        rt.engine,
+        rt.clock(),
+        worker_pid=worker.pid if worker is not None else None,
+        worker_alive=worker is not None and worker.running,
+        worker_age_seconds=worker.age_seconds if worker is not None else 0.0,
+        lease_seconds=rt.settings.job_lease_seconds,
     )
+
+
+async def healthz(request: Request) -> Response:
+    """The database, the worker's heartbeat, the queue: 503 when a restart would help."""
+    state = await run_in_threadpool(_health, request)
+    return JSONResponse(state.as_json(), status_code=200 if state.ok else 503)
+
+
+async def metrics_page(request: Request) -> Response:
+    """Prometheus' text format: counts and the queue, never a buyer's data or a secret."""
+    state = await run_in_threadpool(_health, request)
+    body, content_type = await run_in_threadpool(metrics.exposition, state)
+    return Response(body, media_type=content_type)
 
 
 async def invoice_pdf(request: Request) -> Response:
@@ -343,6 +357,7 @@ def create_app(
     routes: list[Any] = [
         Route("/webhooks/{source}", webhook, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics_page, methods=["GET"]),
         Route("/invoices/{name:path}", invoice_pdf, methods=["GET"]),
         Route("/exports/{name}", export, methods=["GET"]),
         Route("/admin", admin, methods=["GET"]),

@@ -33,8 +33,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port = args.port if args.port is not None else int(os.environ.get("PORT", "8000"))
     except ValueError:
         raise SettingsError(f"PORT: expected a number, got {os.environ['PORT']!r}") from None
+    from invoicing import metrics
     from invoicing.logs import AccessLog
 
+    # Before prometheus-client is imported, here or in the worker child that inherits it.
+    metrics_dir = metrics.prepare_directory()
     app = create_app(_settings())
     # uvicorn turns SIGTERM/SIGINT into a lifespan shutdown: the worker stops taking jobs
     # and finishes the ones in hand. Its own access log would print ?token=…: ours masks it,
@@ -50,6 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         proxy_headers=True,
         forwarded_allow_ips="*",
     )
+    metrics.remove_directory(metrics_dir)
     return 0
 
 

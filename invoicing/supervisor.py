@@ -25,6 +25,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, BinaryIO
 
 from invoicing.settings import Settings
@@ -45,12 +46,23 @@ class WorkerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self._stopping = False
         self._watch: asyncio.Task[None] | None = None
+        self._spawned_at = time.monotonic()
 
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    @property
+    def age_seconds(self) -> float:
+        """Since this worker process was started (or last restarted)."""
+        return time.monotonic() - self._spawned_at
+
     def _spawn(self) -> None:
+        self._spawned_at = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "invoicing.cli", "work", "--from-parent"],
             stdin=subprocess.PIPE,
