@@ -311,6 +311,15 @@ def _timezone(table: Mapping[str, Any]) -> str:
     return name
 
 
+def _database_url(env: Mapping[str, str]) -> str:
+    """``postgres://`` (what ``fly postgres attach`` and Heroku-style hosts set) is read
+    as ``postgresql://``, the spelling SQLAlchemy knows."""
+    raw = env.get("DATABASE_URL", "").strip()
+    if raw.startswith("postgres://"):
+        env = {**env, "DATABASE_URL": "postgresql://" + raw[len("postgres://") :]}
+    return _url(env, "DATABASE_URL", "sqlite:///var/invoicehook.db", ("sqlite", "postgresql"))
+
+
 def _email_url(env: Mapping[str, str]) -> str:
     url = _url(env, "EMAIL_URL", "file://var/outbox", ("file", "smtp", "smtps", "gmail"))
     if urlsplit(url).scheme == "gmail" and not env.get("GOOGLE_CREDENTIALS", "").strip():
@@ -494,9 +503,7 @@ def load_settings(env: Mapping[str, str], config: Mapping[str, Any] | None = Non
         invoice=options,
         regime=Regime(regime),
         email=EmailOptions(sender=sender, subject=str(subject) if subject else None),
-        database_url=_url(
-            env, "DATABASE_URL", "sqlite:///var/invoicehook.db", ("sqlite", "postgresql")
-        ),
+        database_url=_database_url(env),
         storage_url=_url(env, "STORAGE_URL", "file://var/invoices", ("file",)),
         email_url=_email_url(env),
         public_url=public_url.rstrip("/"),

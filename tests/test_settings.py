@@ -30,6 +30,12 @@ def test_identifiers_are_kept_compact(tmp_path: Path) -> None:
     )
 
 
+def test_postgres_scheme_of_fly_postgres_attach(tmp_path: Path) -> None:
+    """`fly postgres attach` sets DATABASE_URL=postgres://…: read as postgresql://."""
+    env = {**env_for(tmp_path), "DATABASE_URL": "postgres://u:p@db.flycast:5432/ih?sslmode=disable"}
+    assert load_settings(env).database_url == "postgresql://u:p@db.flycast:5432/ih?sslmode=disable"
+
+
 def test_defaults(tmp_path: Path) -> None:
     """With only a config file, everything lands in var/ and invoices are French, franchise."""
     settings = load_settings(env_for(tmp_path))
