@@ -31,7 +31,7 @@ SELLER = Seller(
     name="Zoé Dupont",
     address=("12 rue des Lilas", "75011 Paris"),
     country="FR",
-    siren="123456789",
+    siren="732829320",
     email="zoe@example.com",
 )
 REGIMES = ("franchise", "standard", "reverse-charge", "training", "oss")

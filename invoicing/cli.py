@@ -264,6 +264,28 @@ def cmd_google_auth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from invoicing.setup_init import Answers, run_init
+
+    given = {
+        field: getattr(args, field)
+        for field in vars(Answers())
+        if getattr(args, field, None) is not None
+    }
+    if "address" in given:
+        given["address"] = tuple(given["address"])
+    run_init(
+        Answers(**given),
+        flags=set(given),
+        env=os.environ,
+        path=args.config,
+        force=args.force,
+        yes=args.yes,
+        out=sys.stdout,
+    )
+    return 0
+
+
 def _day(value: str) -> date:
     try:
         return date.fromisoformat(value)
@@ -355,6 +377,22 @@ def build_parser() -> argparse.ArgumentParser:
     auth.add_argument("--no-browser", action="store_true", help="print the address only")
     auth.add_argument("--port", type=int, default=0, help="loopback port (default: any)")
     auth.set_defaults(func=cmd_google_auth)
+    init = sub.add_parser("init", help="write invoicehook.toml from questions (or flags)")
+    init.add_argument("--name", help="your name as registered, or your company's")
+    init.add_argument("--legal-form", help='after the name: "EI" (default), "" for a company')
+    init.add_argument("--address", action="append", metavar="LINE", help="once per line")
+    init.add_argument("--country", help="ISO code (default: FR)")
+    init.add_argument("--siren", help="SIREN (9 digits) or SIRET (14), check digit verified")
+    init.add_argument("--regime", help="VAT regime (default: franchise)")
+    init.add_argument("--vat", dest="vat_number", metavar="NUMBER", help="your VAT number")
+    init.add_argument("--email", help="where buyers reach you")
+    init.add_argument("--from", dest="sender", metavar="ADDRESS", help="invoices' sender")
+    init.add_argument("--language", help="fr (default) or en")
+    init.add_argument("--accountant", metavar="EMAIL", help="for the monthly pack")
+    init.add_argument("--config", metavar="PATH", help="default: INVOICEHOOK_CONFIG or here")
+    init.add_argument("--force", action="store_true", help="replace an existing file")
+    init.add_argument("--yes", action="store_true", help="ask nothing: flags and defaults")
+    init.set_defaults(func=cmd_init)
     ledger = sub.add_parser("ledger", help="the Google Sheet ledger")
     ledger_sub = ledger.add_subparsers(dest="action", required=True)
     ledger_sub.add_parser(

@@ -311,6 +311,15 @@ def _timezone(table: Mapping[str, Any]) -> str:
     return name
 
 
+def _database_url(env: Mapping[str, str]) -> str:
+    """``postgres://`` (what ``fly postgres attach`` and Heroku-style hosts set) is read
+    as ``postgresql://``, the spelling SQLAlchemy knows."""
+    raw = env.get("DATABASE_URL", "").strip()
+    if raw.startswith("postgres://"):
+        env = {**env, "DATABASE_URL": "postgresql://" + raw[len("postgres://") :]}
+    return _url(env, "DATABASE_URL", "sqlite:///var/invoicehook.db", ("sqlite", "postgresql"))
+
+
 def _email_url(env: Mapping[str, str]) -> str:
     url = _url(env, "EMAIL_URL", "file://var/outbox", ("file", "smtp", "smtps", "gmail"))
     if urlsplit(url).scheme == "gmail" and not env.get("GOOGLE_CREDENTIALS", "").strip():
@@ -351,6 +360,68 @@ def _ledger_sheet(env: Mapping[str, str]) -> str | None:
     return sheet_id_of(value)
 
 
+_ID_PROBLEMS = (
+    # stdnum's exceptions, most specific first: what went wrong, in the seller's words.
+    ("InvalidChecksum", "its check digit is wrong (a typo?)"),
+    ("InvalidLength", "it has the wrong number of digits"),
+    ("InvalidFormat", "it holds characters that do not belong"),
+    ("InvalidComponent", "a part of it is not valid"),
+)
+
+
+def _why(exc: Exception) -> str:
+    for name, reason in _ID_PROBLEMS:
+        if type(exc).__name__ == name:
+            return reason
+    return str(exc) or type(exc).__name__
+
+
+def check_siren(value: str, key: str = "seller.siren") -> str:
+    """The SIREN (9 digits) or SIRET (14) without spaces, its Luhn check digit verified."""
+    from stdnum.exceptions import ValidationError
+    from stdnum.fr import siren, siret
+
+    compact = re.sub(r"[\s.]", "", value)
+    if not re.fullmatch(r"\d{9}(\d{5})?", compact):
+        raise SettingsError(
+            f"{key} in the config: expected 9 digits (SIREN) or 14 (SIRET), got {compact!r}"
+        )
+    kind, module = ("SIREN", siren) if len(compact) == 9 else ("SIRET", siret)
+    try:
+        module.validate(compact)
+    except ValidationError as exc:
+        raise SettingsError(
+            f"{key} in the config: {compact} is not a valid {kind}: {_why(exc)}"
+        ) from None
+    return compact
+
+
+def check_vat_number(value: str, siren: str | None = None, key: str = "seller.vat_number") -> str:
+    """An EU VAT number, compact (FR44732829320), its check digits verified; a French one
+    must be the one of ``siren`` (its last 9 digits are the SIREN)."""
+    from stdnum.eu import vat
+    from stdnum.exceptions import ValidationError
+    from stdnum.fr import tva
+
+    compact = re.sub(r"[\s.-]", "", value).upper()
+    try:
+        compact = vat.validate(compact)
+        if compact.startswith("FR"):
+            tva.validate(compact)
+    except ValidationError as exc:
+        raise SettingsError(
+            f"{key} in the config: {compact} is not a valid EU VAT number "
+            f"(country code then digits, like FR44732829320): {_why(exc)}"
+        ) from None
+    own = compact[4:]
+    if siren and compact.startswith("FR") and own.isdigit() and own != siren[:9]:
+        raise SettingsError(
+            f"{key} in the config: {compact} is the VAT number of SIREN {own}, "
+            f"not of seller.siren {siren[:9]}"
+        )
+    return compact
+
+
 def _seller(data: Mapping[str, Any]) -> Seller:
     t = _table(data, "seller")
     address = t.get("address", [])
@@ -358,19 +429,17 @@ def _seller(data: Mapping[str, Any]) -> Seller:
         address = [address]
     if not address or not all(isinstance(line, str) for line in address):
         raise SettingsError("seller.address in the config: expected a list of lines of text")
-    siren = re.sub(r"\s", "", _text(t, "seller", "siren"))
-    if not re.fullmatch(r"\d{9}(\d{5})?", siren):
-        raise SettingsError(
-            f"seller.siren in the config: expected 9 digits (SIREN) or 14 (SIRET), got {siren!r}"
-        )
+    siren = check_siren(_text(t, "seller", "siren"))
     vat = t.get("vat_number") or None
+    if vat is not None and not isinstance(vat, str):
+        raise SettingsError(f"seller.vat_number in the config: expected text, got {vat!r}")
     return Seller(
         name=_text(t, "seller", "name"),
         address=tuple(line.strip() for line in address),
         country=_text(t, "seller", "country", "FR").upper(),
         siren=siren,
         email=_text(t, "seller", "email"),
-        vat_number=str(vat).replace(" ", "") if vat else None,
+        vat_number=check_vat_number(vat, siren) if vat else None,
         legal_form=str(t.get("legal_form", "EI")),
     )
 
@@ -434,9 +503,7 @@ def load_settings(env: Mapping[str, str], config: Mapping[str, Any] | None = Non
         invoice=options,
         regime=Regime(regime),
         email=EmailOptions(sender=sender, subject=str(subject) if subject else None),
-        database_url=_url(
-            env, "DATABASE_URL", "sqlite:///var/invoicehook.db", ("sqlite", "postgresql")
-        ),
+        database_url=_database_url(env),
         storage_url=_url(env, "STORAGE_URL", "file://var/invoices", ("file",)),
         email_url=_email_url(env),
         public_url=public_url.rstrip("/"),

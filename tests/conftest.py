@@ -61,7 +61,7 @@ CONFIG: dict[str, Any] = {
         "name": "Zoé Dupont",
         "address": ["12 rue des Lilas", "75011 Paris"],
         "country": "FR",
-        "siren": "123456789",
+        "siren": "732829320",
         "email": "zoe@example.com",
     },
     "invoice": {"language": "fr"},
@@ -532,7 +532,7 @@ SELLER = Seller(
     name="Camille Martin",
     address=("12 rue des Lilas", "75011 Paris"),
     country="FR",
-    siren="123456789",
+    siren="732829320",
     email="camille@atelier-martin.fr",
 )
 

@@ -27,7 +27,7 @@ SELLER = Seller(
     name="Zoé Dupont",
     address=("12 rue des Lilas", "75011 Paris"),
     country="FR",
-    siren="123456789",
+    siren="732829320",
     email="zoe@example.com",
 )
 CONSUMER = Buyer(
@@ -41,7 +41,7 @@ COMPANY = Buyer(
     email="compta@atelier.example",
     address=("Friedrichstraße 10", "10117 Berlin"),
     country="DE",
-    vat_number="DE123456789",
+    vat_number="DE136695976",
     business_name="Atelier Martin GmbH",
 )
 COURSE = Line(description="Cours en ligne : Aquarelle", quantity=1, unit_amount=19900, amount=19900)
@@ -121,7 +121,7 @@ def test_franchise_invoice_carries_the_mandatory_mentions(renderer: InvoiceRende
         "Zoé Dupont EI",
         "12 rue des Lilas",
         "75011 Paris",
-        "SIREN : 123 456 789",
+        "SIREN : 732 829 320",
         "zoe@example.com",
         "Marc Petit",
         "3 place du Marché",
@@ -241,10 +241,10 @@ def test_stripe_tax_label_is_used(renderer: InvoiceRenderer) -> None:
 
 def test_reverse_charge_shows_both_vat_numbers(renderer: InvoiceRenderer) -> None:
     """An intra-EU business sale names both VAT numbers next to the autoliquidation mention."""
-    seller = replace(SELLER, vat_number="FR40123456789")
+    seller = replace(SELLER, vat_number="FR44732829320")
     text = render_text(renderer, make_invoice(buyer=COMPANY), "reverse-charge", seller=seller)
-    assert "N° TVA intracommunautaire : FR40123456789" in text
-    assert "N° TVA intracommunautaire : DE123456789" in text
+    assert "N° TVA intracommunautaire : FR44732829320" in text
+    assert "N° TVA intracommunautaire : DE136695976" in text
     assert "Autoliquidation" in text
     assert "Total HT 199,00 €" in text
     assert "Total TTC 199,00 €" in text
@@ -274,7 +274,7 @@ def test_business_buyer_gets_late_payment_terms(
 
 def test_buyer_with_only_a_vat_number_is_a_business(renderer: InvoiceRenderer) -> None:
     """A VAT number alone makes the buyer a professional."""
-    buyer = replace(CONSUMER, vat_number="FR40123456789")
+    buyer = replace(CONSUMER, vat_number="FR44732829320")
     assert "40 €" in render_text(renderer, make_invoice(buyer=buyer))
 
 
@@ -404,8 +404,8 @@ def test_many_lines_flow_onto_a_second_page(renderer: InvoiceRenderer) -> None:
 
 def test_siret_is_labelled_as_such(renderer: InvoiceRenderer) -> None:
     """A 14-digit establishment number is printed as a SIRET, grouped."""
-    seller = replace(SELLER, siren="12345678900012")
-    assert "SIRET : 123 456 789 00012" in render_text(renderer, make_invoice(), seller=seller)
+    seller = replace(SELLER, siren="73282932000074")
+    assert "SIRET : 732 829 320 00074" in render_text(renderer, make_invoice(), seller=seller)
 
 
 def test_legal_form_is_not_doubled(renderer: InvoiceRenderer) -> None:

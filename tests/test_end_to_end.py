@@ -58,7 +58,7 @@ def test_paid_checkout_becomes_emailed_invoice(
             "199,00 €",
             "TVA non applicable, art. 293 B du CGI",
             "Zoé Dupont EI",
-            "SIREN : 123 456 789",
+            "SIREN : 732 829 320",
             "Cours d'aquarelle",
         ):
             assert expected in text, expected

@@ -72,7 +72,7 @@ class Ticking:
 def shop(tmp_path: Path, database_url: str) -> Runtime:
     """A VAT-registered seller (standard regime), on a clock in November 2026."""
     config = write_config(
-        tmp_path, seller={"vat_number": "FR44123456789"}, vat={"regime": "standard"}
+        tmp_path, seller={"vat_number": "FR44732829320"}, vat={"regime": "standard"}
     )
     env = {
         "INVOICEHOOK_CONFIG": str(config),
@@ -310,11 +310,11 @@ def test_text_cannot_split_a_field_or_a_line(shop: Runtime) -> None:
 
 def test_the_file_is_named_for_the_month_not_the_year(shop: Runtime, tmp_path: Path) -> None:
     """{SIREN}_VT_{YYYYMM}.txt, the SIREN being a SIRET's first 9 digits; never SirenFEC…"""
-    assert fec_filename(shop.settings, NOVEMBER) == "123456789_VT_202611.txt"
-    assert export_filename(shop.settings, NOVEMBER, "fec") == "123456789_VT_202611.txt"
-    config = write_config(tmp_path, seller={"siren": "123 456 789 00012"})
+    assert fec_filename(shop.settings, NOVEMBER) == "732829320_VT_202611.txt"
+    assert export_filename(shop.settings, NOVEMBER, "fec") == "732829320_VT_202611.txt"
+    config = write_config(tmp_path, seller={"siren": "732 829 320 00074"})
     settings = load_settings({"INVOICEHOOK_CONFIG": str(config)})
-    assert fec_filename(settings, DECEMBER) == "123456789_VT_202612.txt"
+    assert fec_filename(settings, DECEMBER) == "732829320_VT_202612.txt"
 
 
 def test_a_document_that_does_not_add_up_is_refused(shop: Runtime) -> None:

@@ -153,7 +153,7 @@ def test_each_route_answers_its_file(client: TestClient) -> None:
             "factures-2026-11.xlsx",
         ),
         "csv": ("text/csv; charset=utf-8", "factures-2026-11.csv"),
-        "fec": ("text/plain; charset=utf-8", "123456789_VT_202611.txt"),
+        "fec": ("text/plain; charset=utf-8", "732829320_VT_202611.txt"),
     }
     for ext, (media_type, filename) in expected.items():
         answer = client.get(f"/exports/2026-11.{ext}", headers=bearer())
@@ -308,9 +308,9 @@ def test_export_of_one_format_to_a_file_named(
     sales(shop)
     assert main(["export", "2026-11", "--format", "fec"]) == 0
     assert capsys.readouterr().out == (
-        "wrote 123456789_VT_202611.txt: 3 document(s) issued in 2026-11\n"
+        "wrote 732829320_VT_202611.txt: 3 document(s) issued in 2026-11\n"
     )
-    assert Path("123456789_VT_202611.txt").read_bytes() == made(shop, "fec")
+    assert Path("732829320_VT_202611.txt").read_bytes() == made(shop, "fec")
     target = tmp_path / "for-the-accountant.csv"
     assert (
         main(["export", "2026-11", "--format", "csv", "--csv-dialect", "fr", "-o", str(target)])
@@ -323,10 +323,10 @@ def test_export_of_one_format_to_a_file_named(
     folder = tmp_path / "accountant"
     folder.mkdir()
     assert main(["export", "2026-11", "--format", "fec", "-o", str(folder)]) == 0
-    assert (folder / "123456789_VT_202611.txt").read_bytes() == made(shop, "fec")
+    assert (folder / "732829320_VT_202611.txt").read_bytes() == made(shop, "fec")
     assert main(["export", "2026-11", "-o", str(tmp_path / "no-such-folder" / "x.zip")]) == 1
     assert "export to" in capsys.readouterr().err
-    assert sorted(p.name for p in folder.iterdir()) == ["123456789_VT_202611.txt"]
+    assert sorted(p.name for p in folder.iterdir()) == ["732829320_VT_202611.txt"]
 
 
 @pytest.mark.parametrize(

@@ -98,7 +98,7 @@ def test_the_zip_holds_the_files_and_every_pdf(tmp_path: Path, database_url: str
         assert names == [
             "factures-2026-11.xlsx",
             "factures-2026-11.csv",
-            "123456789_VT_202611.txt",
+            "732829320_VT_202611.txt",
             "factures/F2026-000001_lea-martin.pdf",
             "factures/F2026-000002_bob-durand.pdf",
             "avoirs/AV2026-000001_lea-martin.pdf",
@@ -117,13 +117,13 @@ def test_the_zip_holds_the_files_and_every_pdf(tmp_path: Path, database_url: str
         assert cells(zf.read(names[0])) == cells(standalone(rt, names[0]))
         for name in names[1:3]:
             assert zf.read(name) == standalone(rt, name), name
-        assert zf.getinfo("123456789_VT_202611.txt").compress_type == zipfile.ZIP_DEFLATED
+        assert zf.getinfo("732829320_VT_202611.txt").compress_type == zipfile.ZIP_DEFLATED
         missing = zf.read("MANQUANTS.txt").decode("utf-8")
     assert missing.startswith("Documents du mois dont le PDF n'est pas dans ce zip")
     (listed,) = [line for line in missing.splitlines() if line.startswith("- ")]
     assert listed == f"- {pending.number}, 2026-11-12, Chloé Roux, 199,00\xa0€: PDF pas encore créé"
     # The FEC names each document's PDF as the zip does.
-    fec = zf_text(data, "123456789_VT_202611.txt")
+    fec = zf_text(data, "732829320_VT_202611.txt")
     assert {line.rsplit("|", 1)[1] for line in fec.split("\r\n")[1:]} == {
         *(Path(n).name for n in names if n.endswith(".pdf")),
         f"{pending.number}_chloe-roux.pdf",
@@ -167,7 +167,7 @@ def test_english_folders_and_a_pdf_gone_from_storage(tmp_path: Path, database_ur
     assert names == [
         "invoices-2026-11.xlsx",
         "invoices-2026-11.csv",
-        "123456789_VT_202611.txt",
+        "732829320_VT_202611.txt",
         "invoices/F2026-000001_lea-martin.pdf",
         "credit-notes/AV2026-000001_lea-martin.pdf",
         "MISSING.txt",
@@ -192,9 +192,9 @@ def test_an_empty_month_is_a_valid_zip_of_empty_files(tmp_path: Path, database_u
         assert zf.namelist() == [
             "factures-2026-02.xlsx",
             "factures-2026-02.csv",
-            "123456789_VT_202602.txt",
+            "732829320_VT_202602.txt",
         ]
-        assert zf.read("123456789_VT_202602.txt").startswith(b"JournalCode|JournalLib|")
+        assert zf.read("732829320_VT_202602.txt").startswith(b"JournalCode|JournalLib|")
 
 
 def test_progress_is_told_file_by_file_then_pdf_by_pdf(tmp_path: Path) -> None:

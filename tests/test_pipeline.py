@@ -121,7 +121,7 @@ def test_a_worker_whose_job_was_taken_over_sends_nothing(
 @pytest.mark.parametrize("regime", ["standard", "oss"])
 def test_taxed_sale_without_rates_is_invoiced(tmp_path: Path, regime: str) -> None:
     """Stripe charged VAT but sent no rate: the invoice shows HT, the VAT and TTC anyway."""
-    config = write_config(tmp_path, vat={"regime": regime}, seller={"vat_number": "FR12123456789"})
+    config = write_config(tmp_path, vat={"regime": regime}, seller={"vat_number": "FR44732829320"})
     env = {
         "INVOICEHOOK_CONFIG": str(config),
         "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite",
@@ -135,7 +135,7 @@ def test_taxed_sale_without_rates_is_invoiced(tmp_path: Path, regime: str) -> No
     assert row is not None and row.email_status == "sent"
     text = pdf_text_of(rt, row)
     assert "100,00 €" in text and "20,00 €" in text and "120,00 €" in text
-    assert "TVA" in text and "FR12123456789" in text
+    assert "TVA" in text and "FR44732829320" in text
 
 
 @pytest.mark.parametrize(

@@ -160,7 +160,7 @@ def test_partial_refund_keeps_the_vat_in_proportion(tmp_path: Path) -> None:
 def taxed_runtime(tmp_path: Path, **invoice: Any) -> Runtime:
     config = write_config(
         tmp_path,
-        seller={"vat_number": "FR12123456789"},
+        seller={"vat_number": "FR44732829320"},
         vat={"regime": "standard"},
         **({"invoice": invoice} if invoice else {}),
     )

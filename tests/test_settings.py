@@ -19,6 +19,23 @@ def env_for(tmp_path: Path, **overrides: object) -> dict[str, str]:
     return {"INVOICEHOOK_CONFIG": str(write_config(tmp_path, **overrides))}
 
 
+def test_identifiers_are_kept_compact(tmp_path: Path) -> None:
+    """A SIRET and a VAT number written with spaces load as INSEE and VIES store them."""
+    settings = load_settings(
+        env_for(tmp_path, seller={"siren": "732 829 320 00074", "vat_number": "fr 44 732829320"})
+    )
+    assert (settings.seller.siren, settings.seller.vat_number) == (
+        "73282932000074",
+        "FR44732829320",
+    )
+
+
+def test_postgres_scheme_of_fly_postgres_attach(tmp_path: Path) -> None:
+    """`fly postgres attach` sets DATABASE_URL=postgres://…: read as postgresql://."""
+    env = {**env_for(tmp_path), "DATABASE_URL": "postgres://u:p@db.flycast:5432/ih?sslmode=disable"}
+    assert load_settings(env).database_url == "postgresql://u:p@db.flycast:5432/ih?sslmode=disable"
+
+
 def test_defaults(tmp_path: Path) -> None:
     """With only a config file, everything lands in var/ and invoices are French, franchise."""
     settings = load_settings(env_for(tmp_path))
@@ -56,6 +73,32 @@ def test_defaults(tmp_path: Path) -> None:
         ({"email": {"subject": "Facture {{ number"}}, {}, "email.subject in the config"),
         ({}, {"EMAIL_URL": "smtp://"}, "EMAIL_URL: expected smtp://user:password@host:port"),
         ({"seller": {"siren": "12"}}, {}, "seller.siren in the config: expected 9 digits"),
+        (
+            {"seller": {"siren": "123456789"}},
+            {},
+            "seller.siren in the config: 123456789 is not a valid SIREN: its check digit is wrong",
+        ),
+        (
+            {"seller": {"siren": "732 829 320 00075"}},
+            {},
+            "seller.siren in the config: 73282932000075 is not a valid SIRET: its check digit",
+        ),
+        (
+            {"seller": {"vat_number": "FR12732829320"}},
+            {},
+            "seller.vat_number in the config: FR12732829320 is not a valid EU VAT number",
+        ),
+        (
+            {"seller": {"vat_number": "XX123"}},
+            {},
+            "seller.vat_number in the config: XX123 is not a valid EU VAT number",
+        ),
+        (
+            {"seller": {"vat_number": "FR40303265045"}},
+            {},
+            "seller.vat_number in the config: FR40303265045 is the VAT number of SIREN "
+            "303265045, not of seller.siren 732829320",
+        ),
         ({}, {"DATABASE_URL": "mysql://x"}, "DATABASE_URL: expected sqlite://…, postgresql://…"),
         ({}, {"EMAIL_URL": "pigeon://x"}, "EMAIL_URL: expected file://…, smtp://…, smtps://…"),
         ({}, {"JOB_MAX_ATTEMPTS": "many"}, "JOB_MAX_ATTEMPTS: expected a number"),
