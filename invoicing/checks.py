@@ -75,9 +75,12 @@ def warnings(
 
 
 def _storage(settings: Settings) -> str:
-    from integrations.storage import storage_from_url
+    from invoicing.runtime import storage_for
 
-    storage = storage_from_url(settings.storage_url)
+    storage = storage_for(settings)
+    check = getattr(storage, "check", None)
+    if callable(check):  # a bucket: reached, written, read back, cleaned up
+        return str(check())
     storage.put(".invoicehook-check", b"ok")
     if storage.get(".invoicehook-check") != b"ok":
         raise RuntimeError("what was written could not be read back")
