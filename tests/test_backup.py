@@ -230,3 +230,29 @@ def test_copy_database_needs_a_database(tmp_path: Path) -> None:
     with pytest.raises(InvoicehookError, match="no database at"):
         backup.copy_database(tmp_path / "none.db", tmp_path / "out.db")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_worker_makes_the_days_backup_by_itself(s3_server: S3Server, tmp_path: Path) -> None:
+    """With S3 set, a running worker's calendar queues and runs the day's backup, with no
+    accountant configured and no command typed."""
+    import asyncio
+
+    from invoicing.worker import Worker
+
+    bucket = s3_server.new_bucket()
+    rt, _ = s3_runtime(s3_server, tmp_path, bucket)
+
+    async def run_worker() -> None:
+        worker = Worker(rt, poll_seconds=0.05)
+        worker.start()
+        try:
+            for _ in range(600):
+                if s3_server.keys(bucket, "invoices/backups/"):
+                    return
+                await asyncio.sleep(0.05)
+        finally:
+            await worker.stop()
+
+    asyncio.run(run_worker())
+    (key,) = s3_server.keys(bucket, "invoices/backups/")
+    assert key.startswith("invoices/backups/invoicehook-") and key.endswith("Z.db")

@@ -122,7 +122,8 @@ def test_a_sale_on_s3_end_to_end(
     (msg,) = inbox.wait_for(1)
     _, pdf = attachment(msg)
     (row,) = db_rows(env["DATABASE_URL"], invoices)
-    assert s3_server.keys(bucket) == [f"invoices/{row.pdf_key}"]
+    pdfs = [key for key in s3_server.keys(bucket) if not key.startswith("invoices/backups/")]
+    assert pdfs == [f"invoices/{row.pdf_key}"]  # (beside the day's backup, made at start)
     stored = s3_server.read(bucket, f"invoices/{row.pdf_key}")
     assert stored == pdf and stored.startswith(b"%PDF-")
     assert row.number in pdf_text(stored)
@@ -200,3 +201,34 @@ def test_an_s3_outage_delays_the_store_step_and_loses_nothing(
     assert row.stored_at is not None and row.emailed_at is not None
     assert s3_server.keys(bucket) == [f"invoices/{row.pdf_key}"]
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1
+
+
+def test_the_link_says_when_the_bucket_is_away(s3_server: S3Server, tmp_path: Path) -> None:
+    """The signed link serves the PDF from the bucket; 503 while the endpoint is down, 404
+    when the object is gone, never a 500."""
+    from starlette.testclient import TestClient
+
+    from app import create_app
+
+    bucket = s3_server.new_bucket()
+    env = {
+        "INVOICEHOOK_CONFIG": str(write_config(tmp_path)),
+        "DATABASE_URL": f"sqlite:///{tmp_path}/invoicehook.db",
+        "EMAIL_URL": f"file://{tmp_path}/outbox",
+        "PUBLIC_URL": "http://testserver",
+        **s3_server.env(bucket),
+    }
+    rt = build_runtime(load_settings(env))
+    sell(rt, checkout_event(1))
+    settle(rt)
+    (row,) = db_rows(env["DATABASE_URL"], invoices)
+    link = rt.links.url(row.number).removeprefix("http://testserver")
+    with TestClient(create_app(rt.settings, runtime=rt, start_worker=False)) as client:
+        served = client.get(link)
+        assert (served.status_code, served.content[:5]) == (200, b"%PDF-")
+        live = rt.storage
+        rt.storage = bucket_storage(s3_server, bucket, endpoint=f"http://127.0.0.1:{free_port()}")
+        assert client.get(link).status_code == 503
+        rt.storage = live
+        s3_server.client().delete_object(Bucket=bucket, Key=f"invoices/{row.pdf_key}")
+        assert client.get(link).status_code == 404
