@@ -170,10 +170,19 @@ class S3Storage:
     def _call(self, what: str, key: str, run: Any) -> Any:
         """Run one S3 call, turning botocore's errors into ours: a clear message naming
         the bucket and endpoint, transient or permanent as retrying may or may not help."""
+        from boto3.exceptions import S3UploadFailedError
         from botocore import exceptions as boto
 
         try:
             return run(self.client())
+        except S3UploadFailedError as exc:
+            # boto3's transfer folds S3's answer into its message: "An error occurred (Code)…"
+            code = str(exc).partition("An error occurred (")[2].partition(")")[0]
+            if code in _PERMANENT:
+                raise PermanentError(
+                    f"S3 {what} of {key!r}: {self.where} {_PERMANENT[code]}"
+                ) from None
+            raise TransientError(f"S3 {what} of {key!r}: {self.where}: {exc}") from None
         except boto.ClientError as exc:
             error = exc.response.get("Error", {})
             code = str(error.get("Code", ""))

@@ -61,15 +61,24 @@ def test_put_is_safe_to_repeat_and_get_reads_it_back(s3_server: S3Server) -> Non
         storage.put("../escape.pdf", b"x")
 
 
-def test_s3_errors_name_the_bucket_and_say_whether_to_retry(s3_server: S3Server) -> None:
+def test_s3_errors_name_the_bucket_and_say_whether_to_retry(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
     """No such bucket: permanent, named; an endpoint that is down: transient, named."""
     with pytest.raises(PermanentError) as missing:
         bucket_storage(s3_server, "no-such-bucket").put("a.pdf", b"x")
     assert f"bucket 'no-such-bucket' at {s3_server.endpoint} does not exist" in str(missing.value)
+    big = tmp_path / "big.db"
+    big.write_bytes(b"x" * 1000)
+    with pytest.raises(PermanentError) as upload:  # boto3's transfer has errors of its own
+        bucket_storage(s3_server, "no-such-bucket").put_file("backups/big.db", big)
+    assert f"bucket 'no-such-bucket' at {s3_server.endpoint} does not exist" in str(upload.value)
     down = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(TransientError) as unreachable:
         bucket_storage(s3_server, "any-bucket", endpoint=down).get("a.pdf")
     assert f"bucket 'any-bucket' at {down} unreachable" in str(unreachable.value)
+    with pytest.raises(TransientError, match="unreachable"):
+        bucket_storage(s3_server, "any-bucket", endpoint=down).put_file("backups/big.db", big)
 
 
 def test_storage_url_names_a_valid_bucket() -> None:
