@@ -67,6 +67,13 @@ def warnings(
             f"`invoicehook replay {event.id}`"
         )
     for job in dead:
+        if job.kind == "backup":  # sale_id is the day, YYYYMMDD
+            day = f"{job.sale_id // 10000}-{job.sale_id // 100 % 100:02}-{job.sale_id % 100:02}"
+            found.append(
+                f"the daily backup of {day} gave up: {job.error}; fix the cause, then "
+                "`invoicehook backup` (tomorrow's is queued as usual)"
+            )
+            continue
         found.append(
             f"the {job.kind} job of sale {job.sale_id} is a dead letter: {job.error}; "
             "fix the cause, then `invoicehook replay` its event"

@@ -256,3 +256,19 @@ def test_the_worker_makes_the_days_backup_by_itself(s3_server: S3Server, tmp_pat
     asyncio.run(run_worker())
     (key,) = s3_server.keys(bucket, "invoices/backups/")
     assert key.startswith("invoices/backups/invoicehook-") and key.endswith("Z.db")
+
+
+def test_a_backup_that_gave_up_is_reported(s3_server: S3Server, tmp_path: Path) -> None:
+    """A bucket that is not there makes the day's backup a dead letter at once (no use
+    retrying), and `check`'s warnings say which day and what to do."""
+    from invoicing.checks import warnings
+
+    rt, _ = s3_runtime(s3_server, tmp_path, "never-created")
+    rt.clock = lambda: datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
+    assert backup.schedule(rt) == date(2026, 12, 4)
+    settle(rt)
+    (job,) = db_rows(rt.settings.database_url, jobs)
+    assert (job.kind, job.state, job.attempts) == ("backup", "dead", 1)
+    (said,) = warnings(rt.settings)
+    assert said.startswith("the daily backup of 2026-12-04 gave up: PermanentError: S3 ")
+    assert "bucket 'never-created'" in said and "does not exist" in said
