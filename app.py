@@ -28,7 +28,7 @@ from starlette.routing import Route
 
 from invoicing import health, metrics
 from invoicing.auth import REALM, AdminClosed, NotAdmin, check_admin
-from invoicing.errors import BadRequest, InvoicehookError, Rejected, Unauthorized
+from invoicing.errors import BadRequest, InvoicehookError, Rejected, TransientError, Unauthorized
 from invoicing.intake import Outcome, record, reject
 from invoicing.model import EventOutcome
 from invoicing.months import Month
@@ -157,7 +157,15 @@ async def invoice_pdf(request: Request) -> Response:
     row = await run_in_threadpool(load_invoice_by_number, rt, number)
     if row is None or row.pdf_key is None:
         return error(404, f"invoice {number} has no stored PDF yet")
-    pdf = await run_in_threadpool(rt.storage.get, row.pdf_key)
+    try:
+        # The bytes go through us, from the volume or the bucket alike: the link in an email
+        # never expires, which a presigned S3 address would (7 days at most).
+        pdf = await run_in_threadpool(rt.storage.get, row.pdf_key)
+    except FileNotFoundError:
+        return error(404, f"invoice {number}'s PDF is missing from the storage")
+    except TransientError:
+        log.warning("the PDF of %s could not be read from the storage", number, exc_info=True)
+        return error(503, "the invoice storage cannot be reached; try again in a minute")
     return Response(
         pdf,
         media_type="application/pdf",

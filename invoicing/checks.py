@@ -10,7 +10,7 @@ from invoicing.settings import Settings
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-EXAMPLE_SELLER = ("123456789", "zoe@example.com")  # invoicehook.example.toml's
+EXAMPLE_SELLER = ("732829320", "zoe@example.com")  # invoicehook.example.toml's
 
 
 def _database(settings: Settings) -> str:
@@ -67,6 +67,13 @@ def warnings(
             f"`invoicehook replay {event.id}`"
         )
     for job in dead:
+        if job.kind == "backup":  # sale_id is the day, YYYYMMDD
+            day = f"{job.sale_id // 10000}-{job.sale_id // 100 % 100:02}-{job.sale_id % 100:02}"
+            found.append(
+                f"the daily backup of {day} gave up: {job.error}; fix the cause, then "
+                "`invoicehook backup` (tomorrow's is queued as usual)"
+            )
+            continue
         found.append(
             f"the {job.kind} job of sale {job.sale_id} is a dead letter: {job.error}; "
             "fix the cause, then `invoicehook replay` its event"
@@ -75,9 +82,12 @@ def warnings(
 
 
 def _storage(settings: Settings) -> str:
-    from integrations.storage import storage_from_url
+    from invoicing.runtime import storage_for
 
-    storage = storage_from_url(settings.storage_url)
+    storage = storage_for(settings)
+    check = getattr(storage, "check", None)
+    if callable(check):  # a bucket: reached, written, read back, cleaned up
+        return str(check())
     storage.put(".invoicehook-check", b"ok")
     if storage.get(".invoicehook-check") != b"ok":
         raise RuntimeError("what was written could not be read back")

@@ -248,6 +248,32 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from invoicing.backup import backup, sqlite_path
+    from invoicing.runtime import storage_for
+    from invoicing.store import utcnow
+
+    settings = _settings()
+    sqlite_path(settings.database_url)  # PostgreSQL: says whose job it is, exit 1
+    where, copy = backup(
+        settings, storage_for(settings), Path(args.dest) if args.dest else None, utcnow()
+    )
+    print(f"backed up to {where}: {copy.summary()}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from invoicing.backup import restore
+    from invoicing.runtime import storage_for
+    from invoicing.store import utcnow
+
+    settings = _settings()
+    print(restore(settings, storage_for(settings), args.source, utcnow(), force=args.force))
+    return 0
+
+
 def cmd_google_auth(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -370,6 +396,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print what would happen, change nothing"
     )
     backfill.set_defaults(func=cmd_backfill)
+    backup = sub.add_parser(
+        "backup", help="copy the database while the service runs (to DEST, else to S3)"
+    )
+    backup.add_argument(
+        "dest",
+        nargs="?",
+        metavar="DEST",
+        help="a file or folder; default: backups/invoicehook-<UTC time>.db in the S3 store",
+    )
+    backup.set_defaults(func=cmd_backup)
+    restore = sub.add_parser("restore", help="put a backup back as the database")
+    restore.add_argument("source", metavar="SOURCE", help="a file, or a key of the S3 store")
+    restore.add_argument(
+        "--force", action="store_true", help="even while a process has the database open"
+    )
+    restore.set_defaults(func=cmd_restore)
     auth = sub.add_parser("google-auth", help="mint the OAuth token a personal Gmail account needs")
     auth.add_argument("--client-secrets", default="client_secret.json", metavar="PATH")
     auth.add_argument("--sheets", action="store_true", help="also allow the Sheet ledger")

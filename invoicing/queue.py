@@ -41,6 +41,7 @@ class JobKind(StrEnum):
     LEDGER = "ledger"  # the Sheet's rows
     LEDGER_REBUILD = "ledger_rebuild"  # the Sheet rewritten from the database
     ACCOUNTANT_PACK = "accountant_pack"  # a month's exports emailed; sale_id is YYYYMM
+    BACKUP = "backup"  # the day's copy of the database to the S3 store; sale_id is YYYYMMDD
 
 
 class JobState(StrEnum):

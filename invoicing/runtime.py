@@ -122,6 +122,18 @@ def mailer_for(settings: Settings) -> Mailer:
     )
 
 
+def storage_for(settings: Settings) -> Storage:
+    """The store STORAGE_URL names (boto3 is loaded only when a bucket is first used)."""
+    secret = settings.aws_secret_access_key
+    return storage_from_url(
+        settings.storage_url,
+        endpoint=settings.s3_endpoint,
+        region=settings.aws_region,
+        access_key_id=settings.aws_access_key_id,
+        secret_access_key=secret.reveal() if secret else None,
+    )
+
+
 def build_runtime(settings: Settings, *, run_migrations: bool = True) -> Runtime:
     engine = make_engine(settings.database_url)
     if run_migrations:
@@ -129,7 +141,7 @@ def build_runtime(settings: Settings, *, run_migrations: bool = True) -> Runtime
     return Runtime(
         settings=settings,
         engine=engine,
-        storage=storage_from_url(settings.storage_url),
+        storage=storage_for(settings),
         links=LinkSigner(load_key(engine), settings.public_url),
     )
 
@@ -144,5 +156,6 @@ def check_wiring(settings: Settings) -> Settings:
     # gmail:// reads the credentials JSON here, so a bad one names GOOGLE_CREDENTIALS now
     # rather than failing the first email.
     mailer_for(settings)
+    storage_for(settings)  # s3://… names a bucket; nothing is reached yet
     build_sources(settings)
     return settings

@@ -114,6 +114,12 @@ class Settings:
     zapier_currency: str = "EUR"
     accounting: AccountingOptions = field(default_factory=AccountingOptions)
     accountant_email: str | None = None  # [accountant] email: the monthly pack goes there
+    # STORAGE_URL=s3://…: where the bucket is and who we are there (`fly storage create`
+    # sets these four); None leaves it to botocore's own chain (~/.aws, instance roles).
+    s3_endpoint: str | None = None
+    aws_region: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: Secret | None = None
 
 
 def _secret(env: Mapping[str, str], key: str) -> Secret | None:
@@ -320,6 +326,20 @@ def _database_url(env: Mapping[str, str]) -> str:
     return _url(env, "DATABASE_URL", "sqlite:///var/invoicehook.db", ("sqlite", "postgresql"))
 
 
+def _s3(env: Mapping[str, str]) -> dict[str, Any]:
+    """The S3 endpoint and credentials, as `fly storage create` sets them for Tigris."""
+    endpoint = env.get("AWS_ENDPOINT_URL_S3", "").strip() or env.get("AWS_ENDPOINT_URL", "")
+    endpoint = endpoint.strip()
+    if endpoint and urlsplit(endpoint).scheme not in ("http", "https"):
+        raise SettingsError(f"AWS_ENDPOINT_URL_S3: expected https://host, got {endpoint!r}")
+    return {
+        "s3_endpoint": endpoint or None,
+        "aws_region": env.get("AWS_REGION", "").strip() or None,
+        "aws_access_key_id": env.get("AWS_ACCESS_KEY_ID", "").strip() or None,
+        "aws_secret_access_key": _secret(env, "AWS_SECRET_ACCESS_KEY"),
+    }
+
+
 def _email_url(env: Mapping[str, str]) -> str:
     url = _url(env, "EMAIL_URL", "file://var/outbox", ("file", "smtp", "smtps", "gmail"))
     if urlsplit(url).scheme == "gmail" and not env.get("GOOGLE_CREDENTIALS", "").strip():
@@ -504,7 +524,7 @@ def load_settings(env: Mapping[str, str], config: Mapping[str, Any] | None = Non
         regime=Regime(regime),
         email=EmailOptions(sender=sender, subject=str(subject) if subject else None),
         database_url=_database_url(env),
-        storage_url=_url(env, "STORAGE_URL", "file://var/invoices", ("file",)),
+        storage_url=_url(env, "STORAGE_URL", "file://var/invoices", ("file", "s3")),
         email_url=_email_url(env),
         public_url=public_url.rstrip("/"),
         stripe_webhook_secret=_secret(env, "STRIPE_WEBHOOK_SECRET"),
@@ -526,4 +546,5 @@ def load_settings(env: Mapping[str, str], config: Mapping[str, Any] | None = Non
         accounting=_accounting(_table(data, "accounting")),
         accountant_email=_accountant(_table(data, "accountant")),
         **_zapier(_table(data, "zapier")),
+        **_s3(env),
     )

@@ -25,6 +25,9 @@ import traceback
 from collections.abc import Callable, Iterator
 
 from invoicing import metrics, queue
+from invoicing.backup import daily as daily_backups
+from invoicing.backup import run_backup_job
+from invoicing.backup import schedule as schedule_backup
 from invoicing.errors import PermanentError, SettingsError
 from invoicing.ledger import rebuild, write_pending
 from invoicing.logs import job_context
@@ -64,17 +67,19 @@ class Worker:
         self._start_heartbeat()
         for n in range(self.rt.settings.worker_concurrency):
             self._tasks.append(asyncio.create_task(self._loop(), name=f"worker-{n}"))
-        if self.rt.settings.accountant_email is not None:
+        if self.rt.settings.accountant_email is not None or daily_backups(self.rt.settings):
             self._tasks.append(asyncio.create_task(self._calendar(), name="calendar"))
 
     async def _calendar(self) -> None:
         """Queue what the calendar asks for: the accountant's pack on the 1st (or at the
-        first start after it). Every worker looks; the database lets one of them queue it."""
+        first start after it), the day's backup. Every worker looks; the database lets one
+        of them queue each."""
         from exports.accountant import schedule
 
         while not self._stopping:
             try:
-                if await asyncio.to_thread(schedule, self.rt) is not None:
+                queued = [await asyncio.to_thread(s, self.rt) for s in (schedule, schedule_backup)]
+                if any(q is not None for q in queued):
                     self.wake()
             except Exception:  # the database is away: the next look will do
                 log.exception("could not look at the calendar")
@@ -255,6 +260,8 @@ class Worker:
             return write_pending
         if kind == JobKind.LEDGER_REBUILD:
             return lambda rt, _sale, checkpoint: f"{rebuild(rt, checkpoint)} row(s) rewritten"
+        if kind == JobKind.BACKUP:
+            return run_backup_job
         if kind == JobKind.ACCOUNTANT_PACK:
             from exports.accountant import run_pack_job
 

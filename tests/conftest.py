@@ -1,6 +1,7 @@
 """Shared fixtures and helpers: settings on a throwaway database, signed Stripe events, sales
 recorded in process, a local SMTP server, the service as a real process, the invoice email,
-the Google fake with the ledger's Sheet, and ``wait_until`` for anything that happens later.
+the Google fake with the ledger's Sheet, a local S3 server (``s3_server``), and
+``wait_until`` for anything that happens later.
 
 PostgreSQL tests run when TEST_DATABASE_URL is set (CI always sets it); each test gets a
 database of its own, created and dropped around it.
@@ -52,6 +53,7 @@ from invoicing.settings import load_settings
 from invoicing.store import jobs, normalise_url
 from invoicing.worker import Worker
 from tests.google_server import GoogleFake, running, user_credentials
+from tests.s3_server import S3Server
 from tests.stripe_server import StripeServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -288,6 +290,18 @@ def post_event(
 def stripe_api() -> Iterator[StripeServer]:
     """The local server playing Stripe's API (tests/stripe_server.py), empty until filled."""
     server = StripeServer().start()
+    yield server
+    server.stop()
+
+
+# --- S3 -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 server on 127.0.0.1 (tests/s3_server.py), one for the session: take a
+    bucket of your own with ``s3_server.new_bucket()``, the variables with ``.env(bucket)``."""
+    server = S3Server().start()
     yield server
     server.stop()
 

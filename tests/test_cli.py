@@ -174,11 +174,6 @@ def test_work_command_runs_the_queue_on_its_own(
         assert proc.wait(30) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="settings now refuse the old example SIREN 123456789 (its check digit is wrong), so "
-    "the example is 732829320; invoicing/checks.EXAMPLE_SELLER (wt-s3's file) must follow",
-)
 def test_check_warns_of_the_example_seller_and_of_no_way_in(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
