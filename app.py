@@ -342,7 +342,11 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         rt: Runtime = (
-            runtime if runtime is not None else await run_in_threadpool(build_runtime, settings)
+            runtime
+            if runtime is not None
+            else await run_in_threadpool(
+                functools.partial(build_runtime, settings, migrate_apart=True)
+            )
         )
         rt.sources  # noqa: B018 (built now: a [zapier] slip stops start-up, not a post)
         worker = WorkerProcess(settings) if start_worker else None

@@ -192,6 +192,70 @@ def vm_status(pid: int) -> dict[str, float]:
     return figures
 
 
+def family(pid: int) -> list[int]:
+    """The service and its live children (serve starts the worker as a child)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return []
+    return [pid, *(int(child) for child in children)]
+
+
+def memory(pid: int) -> dict[str, float]:
+    """Rss and Pss of ``pid`` and its children, summed, in MB (smaps_rollup).
+
+    Pss is what the machine really holds: a page shared by the two processes (libpython,
+    the extension modules) counts half in each, where adding up Rss counts it twice."""
+    total = {"Rss": 0.0, "Pss": 0.0}
+    for member in family(pid):
+        try:
+            lines = Path(f"/proc/{member}/smaps_rollup").read_text().splitlines()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        for line in lines:
+            key, _, value = line.partition(":")
+            if key in total:
+                total[key] += int(value.split()[0]) / 1024
+    return total
+
+
+class MemoryPeak:
+    """Samples ``memory(pid)`` every ``every`` seconds in a thread; the highest sums seen."""
+
+    def __init__(self, pid: int, every: float = 0.05) -> None:
+        import threading
+
+        self.pid = pid
+        self.every = every
+        self.peak = {"Rss": 0.0, "Pss": 0.0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            now = memory(self.pid)
+            for key, value in now.items():
+                self.peak[key] = max(self.peak[key], value)
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> MemoryPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def fly_env() -> dict[str, str]:
+    """fly.toml's [env] that are not paths on its volume (WORKER_CONCURRENCY…): the
+    budgets are held on the settings the machine runs with."""
+    import tomllib
+
+    env = tomllib.loads((ROOT / "fly.toml").read_text(encoding="utf-8")).get("env", {})
+    return {k: str(v) for k, v in env.items() if not str(v).startswith(("sqlite:", "file:"))}
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of ``pid`` and of its live children (the worker process)."""
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()

@@ -17,7 +17,19 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-BENCHMARKS = ("render", "mjml", "ack", "burst", "rss", "google", "backfill", "export")
+BENCHMARKS = (
+    "render",
+    "mjml",
+    "ack",
+    "burst",
+    "start",
+    "rss",
+    "recovery",
+    "scaleout",
+    "google",
+    "backfill",
+    "export",
+)
 TIME_LIMIT = 900  # seconds for one benchmark, whatever happens inside it
 
 

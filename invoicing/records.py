@@ -17,7 +17,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, bindparam, func, insert, or_, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
@@ -50,8 +49,16 @@ from invoicing.store import allocations, as_utc, counters, events, invoices, is_
 from invoicing.store import sales as sales_table
 
 
+def _pg_insert() -> Any:
+    # Imported when PostgreSQL is used: its dialect is 20 ms and a few MB that a machine
+    # on SQLite never needs (the service is held to a start time and to 256 MB).
+    from sqlalchemy.dialects.postgresql import insert
+
+    return insert
+
+
 def _insert(conn: Connection) -> Any:
-    return pg_insert if is_postgres(conn) else sqlite_insert
+    return _pg_insert() if is_postgres(conn) else sqlite_insert
 
 
 # -- events -----------------------------------------------------------------------------------
@@ -61,7 +68,7 @@ class _Hot:
     """The statements every webhook runs, built once per dialect."""
 
     def __init__(self, postgres: bool) -> None:
-        dialect_insert = pg_insert if postgres else sqlite_insert
+        dialect_insert = _pg_insert() if postgres else sqlite_insert
         self.new_event = dialect_insert(events).on_conflict_do_nothing()
         self.new_sale = (
             dialect_insert(sales_table)
@@ -118,11 +125,15 @@ class _Hot:
         )
 
 
-HOT = {False: _Hot(False), True: _Hot(True)}
+HOT: dict[bool, _Hot] = {}
 
 
 def _hot(conn: Connection) -> _Hot:
-    return HOT[is_postgres(conn)]
+    postgres = is_postgres(conn)
+    hot = HOT.get(postgres)
+    if hot is None:  # a race builds it twice, harmlessly: the same statements
+        hot = HOT[postgres] = _Hot(postgres)
+    return hot
 
 
 def insert_event(
@@ -518,7 +529,8 @@ def lock_counter(conn: Connection, series: str) -> int:
     """The series' last number, its row locked until the transaction ends (``FOR UPDATE`` on
     PostgreSQL; SQLite's BEGIN IMMEDIATE already holds the only write lock)."""
     if is_postgres(conn):
-        conn.execute(pg_insert(counters).values(series=series, last_seq=0).on_conflict_do_nothing())
+        new_counter = _pg_insert()(counters).values(series=series, last_seq=0)
+        conn.execute(new_counter.on_conflict_do_nothing())
         query = select(counters.c.last_seq).where(counters.c.series == series).with_for_update()
         return int(conn.execute(query).scalar_one())
     current = conn.execute(

@@ -134,10 +134,12 @@ def storage_for(settings: Settings) -> Storage:
     )
 
 
-def build_runtime(settings: Settings, *, run_migrations: bool = True) -> Runtime:
+def build_runtime(
+    settings: Settings, *, run_migrations: bool = True, migrate_apart: bool = False
+) -> Runtime:
     engine = make_engine(settings.database_url)
     if run_migrations:
-        migrate(engine)
+        migrate(engine, apart=migrate_apart)
     return Runtime(
         settings=settings,
         engine=engine,

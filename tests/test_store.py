@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
-from invoicing.records import HOT
+from invoicing.records import _hot
 from invoicing.store import (
     MIGRATIONS,
     make_engine,
@@ -18,6 +22,7 @@ from invoicing.store import (
     schema_revision,
     write,
 )
+from tests.conftest import ROOT
 
 
 def test_migrations_build_the_tables_the_code_uses(database_url: str) -> None:
@@ -35,7 +40,8 @@ def test_recent_sales_are_found_through_the_index(tmp_path: str) -> None:
     not by reading every sale ever recorded (it runs under the write lock)."""
     engine = make_engine(f"sqlite:///{tmp_path}/invoicehook.db")
     migrate(engine)
-    query = HOT[False].cross_recent.compile(engine)
+    with engine.connect() as conn:
+        query = _hot(conn).cross_recent.compile(engine)
     now = datetime.now(UTC)
     params = {
         "total": 100,
@@ -108,3 +114,26 @@ def test_a_meta_key_is_claimed_by_one_of_two_racing_writers(database_url: str) -
 
     for round_ in range(5):
         assert race(f"race:{round_}") == [False, True]
+
+
+def test_the_web_process_migrates_in_a_child_and_never_loads_alembic(tmp_path: Path) -> None:
+    """Alembic's 8 MB would stay for weeks in the long-lived web process: it migrates a new
+    database in a short-lived child instead, and a database behind fails with a clear line."""
+    script = (
+        "import sys\n"
+        "from invoicing.store import make_engine, migrate, schema_head, schema_revision\n"
+        f"engine = make_engine('sqlite:///{tmp_path}/fresh.db')\n"
+        "migrate(engine, apart=True)\n"
+        "assert schema_revision(engine) == schema_head()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+    (tmp_path / "junk.db").write_text("not a database")
+    engine = make_engine(f"sqlite:///{tmp_path}/junk.db")
+    with pytest.raises(Exception, match="file is not a database"):
+        migrate(engine, apart=True)
