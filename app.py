@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -129,6 +130,33 @@ def _health(request: Request) -> health.Health:
         worker_age_seconds=worker.age_seconds if worker is not None else 0.0,
         lease_seconds=rt.settings.job_lease_seconds,
     )
+
+
+async def _watch(app: Starlette, worker: WorkerProcess) -> None:
+    """Restart a worker child that is alive but stuck (no heartbeat for a lease, or no loop
+    looking for work while jobs are due): Fly routes around a machine whose check fails
+    but never restarts it, so the service heals itself. The new child, alone on the
+    machine, takes the dead one's jobs back at once (worker.py)."""
+    rt: Runtime = app.state.runtime
+    every = rt.settings.job_lease_seconds
+    while True:
+        await asyncio.sleep(every)
+        try:
+            state = await run_in_threadpool(
+                health.check,
+                rt.engine,
+                rt.clock(),
+                worker_pid=worker.pid,
+                worker_alive=worker.running,
+                worker_age_seconds=worker.age_seconds,
+                lease_seconds=every,
+            )
+        except Exception:
+            log.exception("could not look at the worker's health")
+            continue
+        if state.database_ok and state.worker_state == "stuck":
+            log.error("the worker is stuck (%s); restarting it", state.problem)
+            worker.restart()
 
 
 async def healthz(request: Request) -> Response:
@@ -356,11 +384,15 @@ def create_app(
         # lock and fight over the interpreter lock. PostgreSQL takes them in parallel.
         app.state.intake_limiter = anyio.CapacityLimiter(16 if is_postgres(rt.engine) else 1)
         app.state.export_limiter = anyio.CapacityLimiter(1)
+        watchdog = None
         if worker is not None:
             worker.start()  # picks up whatever the last run left pending
+            watchdog = asyncio.get_running_loop().create_task(_watch(app, worker))
         try:
             yield
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             if worker is not None:
                 await worker.stop()
             if runtime is None:

@@ -96,6 +96,11 @@ class WorkerProcess:
             self._spawn()
             delay = min(delay * 2, 30.0)
 
+    def restart(self) -> None:
+        """Kill a stuck child; the watch starts another within a second."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+
     async def stop(self) -> None:
         self._stopping = True
         if self._watch is not None:

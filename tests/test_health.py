@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -117,29 +118,37 @@ def test_failures_are_counted_by_the_step_that_failed(
     assert _sample(text, "invoicehook_jobs", state="dead") == 1
 
 
-def test_a_stuck_worker_turns_the_check_red_and_back(
-    service_env: dict[str, str], services: list[Service], tmp_path: Path
+def test_a_stuck_worker_turns_the_check_red_and_is_restarted(
+    service_env: dict[str, str], smtp: tuple[Inbox, str], services: list[Service], tmp_path: Path
 ) -> None:
     """The worker process is there but does nothing (stopped here with SIGSTOP, as a process
-    wedged in a call would be): once its heartbeat is older than a lease, 503, so Fly
-    restarts the machine; when it beats again, 200."""
-    env = {**service_env, "JOB_LEASE_SECONDS": "2"}
+    wedged in a call would be): once its heartbeat is older than a lease, 503, so Fly routes
+    webhooks elsewhere; and since Fly restarts nothing for a failing check, the service
+    kills the stuck child and starts another, which sends the sale it held."""
+    inbox, smtp_url = smtp
+    env = {**service_env, "EMAIL_URL": smtp_url, "JOB_LEASE_SECONDS": "2"}
     service = Service(env, tmp_path).start()
     services.append(service)
     assert service.proc is not None
-    (worker,) = children(service.proc.pid)
+    web = service.proc.pid
+    (worker,) = children(web)
     with service.client() as client:
         wait_until(lambda: client.get("/healthz").json()["worker"] == "running", what="a beat")
         os.kill(worker, signal.SIGSTOP)
         try:
+            post_event(client, checkout_event(1))
             wait_until(lambda: client.get("/healthz").status_code == 503, 15, what="a red check")
             red = client.get("/healthz").json()
             assert _sample(client.get("/metrics").text, "invoicehook_healthy") == 0
+            wait_until(lambda: children(web) not in ([], [worker]), 20, what="a new worker")
+            wait_until(lambda: client.get("/healthz").status_code == 200, 15, what="green again")
         finally:
-            os.kill(worker, signal.SIGCONT)
-        wait_until(lambda: client.get("/healthz").status_code == 200, 15, what="green again")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker, signal.SIGCONT)
+        assert len(inbox.wait_for(1)) == 1
     assert red["status"] == "unhealthy" and red["worker"] == "stuck"
     assert "heartbeat" in red["problem"] and "2 s" in red["problem"]
+    assert "the worker is stuck" in service.log()
 
 
 def test_the_database_unreachable_is_a_503_that_says_so(tmp_path: Path) -> None:
