@@ -130,7 +130,7 @@ def failure(default: str) -> None:
 def prepare_directory() -> str:
     """Point ``PROMETHEUS_MULTIPROC_DIR`` at an empty folder (a fresh temporary one unless
     set); called by ``serve`` before prometheus-client is imported. Children inherit it."""
-    chosen = os.environ.get(ENV)
+    chosen = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if chosen:
         path = Path(chosen)
         if path.exists():
