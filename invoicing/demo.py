@@ -191,7 +191,7 @@ def run_demo() -> int:
     print()
     print("Open the PDF, and the .eml in any mail program. The download link in the email")
     print("pointed at the demo's own service, which has stopped; in production it uses")
-    print("PUBLIC_URL. Next: copy invoicehook.example.toml to invoicehook.toml (see README.md).")
+    print("PUBLIC_URL. Next: .venv/bin/invoicehook init writes your invoicehook.toml (README).")
     return 0
 
 
