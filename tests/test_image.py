@@ -233,7 +233,9 @@ def test_the_no_dev_venv_lacks_every_dev_package(image: Path) -> None:
         "        pass\n"
         "print(json.dumps(found))\n"
     )
-    runtime_needs = {"stripe", "uvicorn", "starlette"}  # sanity: the probe sees installs
+    # sanity: the probe sees installs; pypdf is a test tool and also what factur-x (runtime)
+    # reads and writes PDFs with, so the image has it for that reason.
+    runtime_needs = {"stripe", "uvicorn", "starlette", "pypdf"}
     done = subprocess.run(
         [str(python), "-c", probe, json.dumps(dev_packages() + sorted(runtime_needs))],
         capture_output=True,
