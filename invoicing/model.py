@@ -108,10 +108,11 @@ class Buyer:
     country: str | None = None  # ISO 3166 alpha-2
     vat_number: str | None = None
     business_name: str | None = None
+    siren: str | None = None  # a French business buyer's (Checkout custom field, Zapier)
 
     @property
     def is_business(self) -> bool:
-        return bool(self.business_name or self.vat_number)
+        return bool(self.business_name or self.vat_number or self.siren)
 
     @property
     def is_known(self) -> bool:

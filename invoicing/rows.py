@@ -41,6 +41,7 @@ def buyer_json(buyer: Buyer) -> dict[str, Any]:
         "country": buyer.country,
         "vat_number": buyer.vat_number,
         "business_name": buyer.business_name,
+        "siren": buyer.siren,
     }
 
 
@@ -53,6 +54,7 @@ def buyer_of(data: Any) -> Buyer:
         country=data.get("country"),
         vat_number=data.get("vat_number"),
         business_name=data.get("business_name"),
+        siren=data.get("siren"),
     )
 
 
