@@ -27,6 +27,7 @@ from integrations.stripe_lines import (
     buyer_from,
     buyer_of_intent,
     checkout_line,
+    custom_field,
     invoice_line,
     shipping_line,
 )
@@ -203,6 +204,7 @@ def _session(event: Fields, s: Fields) -> Draft:
             details.obj("address"),
             details.objects("tax_ids"),
             details.text("business_name"),
+            custom_field(s, "siren"),
         ),
         lines=lines + (shipping,) if lines is not None and shipping else lines,
         extra_lines=(shipping,) if lines is None and shipping else (),

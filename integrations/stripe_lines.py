@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from invoicing.drafts import siren_of
 from invoicing.errors import BadRequest
 from invoicing.model import Buyer, Line
 
@@ -126,6 +127,7 @@ def buyer_from(
     address: Fields | None,
     tax_ids: list[Fields],
     business: str | None = None,
+    siren: str | None = None,
 ) -> Buyer:
     lines: list[str] = []
     country = None
@@ -134,7 +136,9 @@ def buyer_from(
         parts = (address.text("line1"), address.text("line2"), city, address.text("state"))
         lines = [p for p in parts if p]
         country = (address.text("country") or "").upper() or None
-    vat = next((t.text("value") for t in tax_ids if t.text("value")), None)
+    # An EU VAT number first (Stripe's type eu_vat); another country's tax id otherwise.
+    ids = sorted((t for t in tax_ids if t.text("value")), key=lambda t: t.text("type") != "eu_vat")
+    vat = "".join((ids[0].text("value") or "").split()).upper() if ids else None
     return Buyer(
         # No name is no name: the PDF then heads the buyer with the email, and the email
         # says "Bonjour," rather than "Bonjour lea@example.org,".
@@ -144,7 +148,22 @@ def buyer_from(
         country=country,
         vat_number=vat,
         business_name=business.strip() if business else None,
+        siren=siren_of(siren, vat),
     )
+
+
+def custom_field(session: Fields, key: str) -> str | None:
+    """A Checkout custom field's answer (``custom_fields[].text.value``, or ``numeric``),
+    by its key; None when the field is absent or left empty."""
+    for item in session.objects("custom_fields"):
+        if (item.text("key") or "").lower() != key:
+            continue
+        for kind in ("text", "numeric", "dropdown"):
+            answer = item.obj(kind)
+            value = answer.text("value") if answer is not None else None
+            if value:
+                return value.strip()
+    return None
 
 
 def buyer_of_intent(pi: Fields) -> Buyer:

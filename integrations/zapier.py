@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from invoicing.drafts import Delivery, Draft, Ignored, SaleDraft
+from invoicing.drafts import Delivery, Draft, Ignored, SaleDraft, siren_of
 from invoicing.errors import BadRequest, InvalidFields, Rejected, SettingsError, Unauthorized
 from invoicing.model import Buyer, EventRecord, Line
 from invoicing.sources import Inbound
@@ -35,6 +35,9 @@ CANONICAL = (
     "paid_at",
     "stripe_payment_intent",
     "payment_method",  # optional: how the buyer paid ("card", "PayPal"), for the exports
+    "company",  # optional, a business buyer: its name, VAT number and SIREN
+    "vat_number",
+    "siren",
 )
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 AMOUNT = re.compile(r"^\d+(?:[.,]\d+)?$")
@@ -145,6 +148,9 @@ def to_sale(
             paid_at = parsed
     if len(data.get("order_id", "")) > 200:
         problems["order_id"] = "longer than 200 characters"
+    for name in ("company", "vat_number", "siren"):
+        if len(data.get(name, "")) > 200:
+            problems[name] = "longer than 200 characters"
     if len(data.get("payment_method", "")) > 50:
         problems["payment_method"] = "longer than 50 characters"
     if problems:
@@ -167,6 +173,9 @@ def to_sale(
             email=email,
             address=tuple(address),
             country=country,
+            vat_number="".join(data.get("vat_number", "").split()).upper() or None,
+            business_name=data.get("company") or None,
+            siren=siren_of(data.get("siren"), "".join(data.get("vat_number", "").split()).upper()),
         ),
         lines=(Line(data["product"], quantity, total // quantity, total),),
         payment_intent=data.get("stripe_payment_intent") or None,

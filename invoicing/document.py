@@ -23,6 +23,7 @@ import typst
 from babel import Locale
 from slugify import slugify
 
+from invoicing import vat
 from invoicing.model import Invoice, Line, Seller
 from invoicing.money import format_date, format_money, format_number
 
@@ -32,12 +33,14 @@ TAXED_REGIMES = ("standard", "oss")  # a VAT rate per line and VAT per rate in t
 EXEMPT_REGIMES = ("franchise", "training")  # one "Total", the exemption text says why
 DEFAULT_LANGUAGE = "fr"
 SLUG_MAX_LENGTH = 40
+# From this day every invoice prints the e-invoicing reform's mentions ([vat] setting).
+REFORM_DAY = date(2027, 9, 1)
 
 
 class InvoiceRenderer:
     """Renders invoices with one Typst compiler, built once and shared by worker threads."""
 
-    def __init__(self, templates_dir: Path) -> None:
+    def __init__(self, templates_dir: Path, *, reform_mentions_from: date = REFORM_DAY) -> None:
         templates_dir = Path(templates_dir)
         template, fonts = templates_dir / "invoice.typ", templates_dir / "fonts"
         if not template.is_file():
@@ -64,6 +67,7 @@ class InvoiceRenderer:
             ignore_system_fonts=True,
         )
         self._lock = threading.Lock()  # a Compiler is not safe to share between threads
+        self.reform_mentions_from = reform_mentions_from
 
     def render(self, invoice: Invoice, seller: Seller, regime: str) -> bytes:
         """The PDF of ``invoice``, issued by ``seller`` under the VAT ``regime``."""
@@ -119,10 +123,17 @@ class InvoiceRenderer:
             seller_lines.append(pair(t["vat_number"], seller.vat_number))
         seller_lines.append(seller.email)
 
+        reform = issued >= self.reform_mentions_from
         buyer_lines = [buyer.name] if buyer.business_name else []
         buyer_lines += [*buyer.address, _country_name(buyer.country, lang)]
+        if buyer.siren and (buyer.is_business or reform):
+            buyer_lines.append(_buyer_siren(buyer.siren, t))
         if buyer.vat_number:
-            buyer_lines.append(pair(t["vat_number"], buyer.vat_number))
+            # A number that is not a VAT number is shown as what it is, never as valid.
+            shown = buyer.vat_number
+            if not vat.vat_number_valid(shown):
+                shown = f"{shown} ({t['not_valid']})"
+            buyer_lines.append(pair(t["vat_number"], shown))
         heading = buyer.business_name or buyer.name or buyer.email
         if buyer.email != heading:
             buyer_lines.append(buyer.email)
@@ -143,6 +154,16 @@ class InvoiceRenderer:
         # The B2B late-payment penalty and the 40 € recovery indemnity (C. com. L441-10).
         # A credit note is money given back: no payment terms apply to it.
         terms = [t["business_terms"]] if buyer.is_business and invoice.kind == "invoice" else []
+        # The nature of the operation: for a business buyer now, on every invoice from the
+        # reform's day; the debits option with it, for a seller who took it.
+        if buyer.is_business or reform:
+            terms.append(t["nature"])
+            if seller.vat_on_debits and reform:
+                terms.append(t["debits"])
+        treatment = vat.treatment(regime, invoice.tax)
+        mention = t["mentions"].get(treatment.mention, "") if treatment.mention else ""
+        if treatment.regime == "oss" and treatment.mention and buyer.country:
+            mention = t["oss_country"].format(country=_country_name(buyer.country, lang))
 
         seller_name = _with_legal_form(seller)
         return {
@@ -159,9 +180,7 @@ class InvoiceRenderer:
             "table": {"header": header, "rows": rows},
             "totals": self._totals(invoice, money, t, lang, regime),
             "payment": _payment(invoice, t, lang),
-            "regime_mention": ""
-            if charged and regime in EXEMPT_REGIMES
-            else t["mentions"].get(regime, ""),
+            "regime_mention": mention,
             "terms": terms,
             "footer": t["footer"].format(seller=seller_name, registration=registration),
         }
@@ -301,6 +320,18 @@ def _registration(siren: str, t: dict[str, Any]) -> str:
         value = f"{digits[:3]} {digits[3:6]} {digits[6:9]} {digits[9:]}"
         return t["pair"].format(label=t["siret"], value=value)
     return t["pair"].format(label=t["siren"], value=siren.strip())
+
+
+def _buyer_siren(siren: str, t: dict[str, Any]) -> str:
+    """The buyer's SIREN as the seller's is printed; one whose check digit is wrong is
+    shown as not valid rather than as if it were."""
+    from stdnum.fr import siren as siren_number
+    from stdnum.fr import siret as siret_number
+
+    digits = "".join(ch for ch in siren if ch.isdigit())
+    valid = siren_number.is_valid(digits) if len(digits) == 9 else siret_number.is_valid(digits)
+    printed = _registration(siren, t)
+    return printed if valid else f"{printed} ({t['not_valid']})"
 
 
 def _rate(rate: str, t: dict[str, Any], lang: str) -> str:

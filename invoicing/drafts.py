@@ -82,3 +82,15 @@ class Delivery:
     event_type: str
     raw: str  # the body exactly as received (UTF-8), replayed by the same source later
     draft: Draft
+
+
+def siren_of(given: str | None, vat: str | None) -> str | None:
+    """The buyer's SIREN as given (digits only), else the one a French VAT number holds
+    (FR + 2 check characters + the SIREN). Not checked here: the invoice says whether it
+    is valid."""
+    digits = "".join(ch for ch in (given or "") if not ch.isspace() and ch not in ".-")
+    if digits:
+        return digits[:20]
+    if vat and vat.startswith("FR") and len(vat) == 13 and vat[4:].isdigit():
+        return vat[4:]
+    return None

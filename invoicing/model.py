@@ -129,6 +129,7 @@ class Seller:
     email: str
     vat_number: str | None = None
     legal_form: str = "EI"  # printed after the name: French sole traders must show "EI"
+    vat_on_debits: bool = False  # [vat] debits: "Option pour le paiement … d'après les débits"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 
-from invoicing import metrics, records
+from invoicing import metrics, records, vat
 from invoicing.errors import PermanentError
 from invoicing.logs import bind, timed
 from invoicing.model import (
@@ -257,6 +257,11 @@ def issue(
             return existing
         if status != SaleStatus.PENDING:
             return None
+        buyer = buyer or sale.buyer
+        # Decided now and kept on the invoice: reverse charge for this buyer, or not.
+        regime = vat.applicable(
+            settings.regime, settings.vat.otherwise, settings.seller.country, buyer
+        )
         doc = issue_document(
             conn,
             settings,
@@ -267,8 +272,8 @@ def issue(
             worker=rt.worker_id,
             clock=rt.clock,
             language=settings.invoice.language,
-            regime=settings.regime,
-            buyer=buyer or sale.buyer,
+            regime=regime,
+            buyer=buyer,
             currency=sale.currency,
             subtotal=sale.subtotal,
             tax=sale.tax,
@@ -278,14 +283,14 @@ def issue(
             payment_reference=sale.payment_intent or sale.payment_key,
         )
         records.set_sale(conn, sale.id, status=SaleStatus.INVOICED)
-    if settings.regime.exempt and sale.tax:
+    if regime.exempt and sale.tax:
         # Printed as charged: hiding a tax the buyer paid would make a false invoice.
         log.warning(
             "invoice %s: Stripe charged %s of tax, but [vat] regime is %r, which charges none; "
             "check Stripe Tax's settings or the regime",
             doc.number,
             sale.tax,
-            str(settings.regime),
+            str(regime),
         )
     return doc
 

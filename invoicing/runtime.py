@@ -76,7 +76,10 @@ class Runtime:
         if self._renderer is None:
             from invoicing.document import InvoiceRenderer
 
-            self._renderer = InvoiceRenderer(self.settings.templates_dir)
+            self._renderer = InvoiceRenderer(
+                self.settings.templates_dir,
+                reform_mentions_from=self.settings.vat.reform_mentions_from,
+            )
         return self._renderer  # type: ignore[no-any-return]
 
     @property

@@ -14,8 +14,8 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -61,6 +61,19 @@ class InvoiceOptions:
     number_reset: str = "yearly"
     credit_note_pattern: str = "AV{year}-{seq:06}"
     timezone: str = "Europe/Paris"
+
+
+@dataclass(frozen=True)
+class VatOptions:
+    """[vat] beyond the regime: who is invoiced how, and the reform's mentions."""
+
+    # The regime of a sale that reverse charge does not cover (a consumer, a French
+    # business, a VAT number that is not valid): only read when the regime is reverse-charge.
+    otherwise: Regime = Regime.STANDARD
+    debits: bool = False  # "Option pour le paiement de la taxe d'après les débits"
+    # From this day the 2027 mentions (buyer's SIREN, nature of the operation, the debits
+    # option) are printed on every invoice; the Factur-X XML carries them already.
+    reform_mentions_from: date = date(2027, 9, 1)
 
 
 @dataclass(frozen=True)
@@ -113,6 +126,7 @@ class Settings:
     zapier_fields: dict[str, str] = field(default_factory=dict)
     zapier_currency: str = "EUR"
     accounting: AccountingOptions = field(default_factory=AccountingOptions)
+    vat: VatOptions = field(default_factory=VatOptions)
     accountant_email: str | None = None  # [accountant] email: the monthly pack goes there
     # STORAGE_URL=s3://…: where the bucket is and who we are there (`fly storage create`
     # sets these four); None leaves it to botocore's own chain (~/.aws, instance roles).
@@ -154,7 +168,7 @@ def _url(env: Mapping[str, str], key: str, default: str, schemes: tuple[str, ...
 KNOWN_KEYS: dict[str, tuple[str, ...]] = {
     "seller": ("name", "address", "country", "siren", "email", "vat_number", "legal_form"),
     "invoice": ("language", "number_pattern", "number_reset", "credit_note_pattern", "timezone"),
-    "vat": ("regime",),
+    "vat": ("regime", "otherwise", "debits", "reform_mentions_from"),
     "email": ("from", "subject"),
     "ledger": ("tab",),
     "zapier": ("fields", "currency"),
@@ -264,6 +278,32 @@ def _choice(table: Mapping[str, Any], section: str, key: str, default: str, allo
         options = " | ".join(f'"{a}"' for a in allowed)
         raise SettingsError(f"{section}.{key} in the config: expected {options}, got {value!r}")
     return str(value)
+
+
+def _vat_options(table: Mapping[str, Any], regime: str, seller: Seller) -> VatOptions:
+    others = tuple(r for r in REGIMES if r != "reverse-charge")
+    otherwise = _choice(table, "vat", "otherwise", "standard", others)
+    if regime == "reverse-charge" and otherwise in ("standard", "oss") and not seller.vat_number:
+        raise SettingsError(
+            f"seller.vat_number in the config: required with vat.otherwise = {otherwise!r}"
+        )
+    debits = table.get("debits", False)
+    if not isinstance(debits, bool):
+        raise SettingsError(f"vat.debits in the config: expected true or false, got {debits!r}")
+    raw = table.get("reform_mentions_from", VatOptions.reform_mentions_from)
+    if isinstance(raw, datetime):
+        raw = raw.date()
+    if isinstance(raw, str):
+        try:
+            raw = date.fromisoformat(raw.strip())
+        except ValueError:
+            raw = None
+    if not isinstance(raw, date):
+        raise SettingsError(
+            "vat.reform_mentions_from in the config: expected a date such as 2027-09-01, "
+            f"got {table.get('reform_mentions_from')!r}"
+        )
+    return VatOptions(otherwise=Regime(otherwise), debits=debits, reform_mentions_from=raw)
 
 
 def check_pattern(key: str, pattern: str, reset: str) -> None:
@@ -510,6 +550,8 @@ def load_settings(env: Mapping[str, str], config: Mapping[str, Any] | None = Non
             f"seller.vat_number in the config: required with vat.regime = {regime!r} "
             "(an invoice that charges or reverse-charges VAT must show it)"
         )
+    vat_options = _vat_options(_table(data, "vat"), regime, seller)
+    seller = replace(seller, vat_on_debits=vat_options.debits)  # kept on each document
     mail = _table(data, "email")
     sender = str(mail.get("from") or seller.email)
     if "@" not in sender:
@@ -522,6 +564,7 @@ def load_settings(env: Mapping[str, str], config: Mapping[str, Any] | None = Non
         seller=seller,
         invoice=options,
         regime=Regime(regime),
+        vat=vat_options,
         email=EmailOptions(sender=sender, subject=str(subject) if subject else None),
         database_url=_database_url(env),
         storage_url=_url(env, "STORAGE_URL", "file://var/invoices", ("file", "s3")),
