@@ -76,7 +76,9 @@ class Runtime:
         if self._renderer is None:
             from invoicing.document import InvoiceRenderer
 
-            self._renderer = InvoiceRenderer(self.settings.templates_dir)
+            self._renderer = InvoiceRenderer(
+                self.settings.templates_dir, facturx=self.settings.invoice.facturx
+            )
         return self._renderer  # type: ignore[no-any-return]
 
     @property
