@@ -153,6 +153,43 @@ CASES = {
     ),
     "business-fr": Case(invoice(buyer=FR_COMPANY), SELLER, "franchise", "E", "VATEX-FR-FRANCHISE"),
     "credit-note": Case(credit_note(), SELLER, "franchise", "E", "VATEX-FR-FRANCHISE"),
+    "subscription": Case(
+        taxed(
+            lines=(
+                Line(
+                    "Abonnement mensuel",
+                    1,
+                    2900,
+                    2900,
+                    580,
+                    "20",
+                    period=(datetime(2026, 11, 25, tzinfo=UTC), datetime(2026, 12, 25, tzinfo=UTC)),
+                ),
+            ),
+            subtotal=2900,
+            tax=580,
+            total=3480,
+            tax_lines=(TaxLine("20", 2900, 580),),
+        ),
+        VAT_SELLER,
+        "standard",
+        "S",
+        None,
+    ),
+    "credit-note-two-rates": Case(
+        # A partial refund of the two-rate invoice: one line on the page, two in the XML.
+        credit_note(
+            lines=(Line("Remboursement partiel", 1, -15000, -15000, -2000, None),),
+            subtotal=-15000,
+            tax=-2000,
+            total=-17000,
+            tax_lines=(TaxLine("20", -8000, -1600), TaxLine("5.5", -7000, -400)),
+        ),
+        VAT_SELLER,
+        "standard",
+        "S",
+        None,
+    ),
     "credit-note-taxed": Case(
         credit_note(
             buyer=FR_COMPANY,
@@ -362,6 +399,20 @@ def test_discount_is_a_line_allowance(rendered: Callable[[str], tuple[bytes, byt
     assert find(".//ram:SpecifiedTradeSettlementLineMonetarySummation/ram:LineTotalAmount") == (
         "179.10"
     )
+
+
+def test_line_period_and_split_credit_note(
+    rendered: Callable[[str], tuple[bytes, bytes]],
+) -> None:
+    """A subscription line says its service period; a one-line credit note over two rates
+    becomes one XML line per rate, so that VAT per rate adds up (BR-S-08)."""
+    root = tree(rendered("subscription")[1])
+    period = "//ram:SpecifiedLineTradeSettlement/ram:BillingSpecifiedPeriod"
+    assert texts(root, f"{period}//udt:DateTimeString/text()") == ["20261125", "20261225"]
+    root = tree(rendered("credit-note-two-rates")[1])
+    lines = "//ram:IncludedSupplyChainTradeLineItem"
+    assert texts(root, f"{lines}//ram:RateApplicablePercent/text()") == ["20", "5.5"]
+    assert texts(root, f"{lines}//ram:LineTotalAmount/text()") == ["80.00", "70.00"]
 
 
 def test_seller_is_identified_by_siren(rendered: Callable[[str], tuple[bytes, bytes]]) -> None:
