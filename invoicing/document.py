@@ -10,6 +10,7 @@ the fonts are the ones shipped in ``templates/fonts``, never the host's.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import unicodedata
@@ -36,11 +37,17 @@ SLUG_MAX_LENGTH = 40
 # From this day every invoice prints the e-invoicing reform's mentions ([vat] setting).
 REFORM_DAY = date(2027, 9, 1)
 
+log = logging.getLogger("invoicehook.document")
+
 
 class InvoiceRenderer:
     """Renders invoices with one Typst compiler, built once and shared by worker threads."""
 
-    def __init__(self, templates_dir: Path, *, reform_mentions_from: date = REFORM_DAY) -> None:
+    def __init__(
+        self, templates_dir: Path, *, facturx: bool = True, reform_mentions_from: date = REFORM_DAY
+    ) -> None:
+        # Factur-X ([invoice] facturx): a PDF/A-3b carrying the invoice as EN 16931 XML.
+        self.facturx = facturx
         templates_dir = Path(templates_dir)
         template, fonts = templates_dir / "invoice.typ", templates_dir / "fonts"
         if not template.is_file():
@@ -73,18 +80,54 @@ class InvoiceRenderer:
         """The PDF of ``invoice``, issued by ``seller`` under the VAT ``regime``."""
         data = self.template_data(invoice, seller, regime)
         sys_inputs = {"data": json.dumps(data, ensure_ascii=False)}
-        # Factur-X seam: the CII XML will be passed here as sys_inputs["facturx"] (a string),
-        # attached by the template with pdf.attach, and compiled with
-        # pdf_standards=["a-3b"]; the fx: XMP properties are then patched in with pikepdf.
+        options: dict[str, Any] = {}
+        xml = self._facturx_xml(invoice, seller, regime)
+        if xml is not None:
+            # Factur-X: the XML is attached by the template (pdf.attach, which PDF/A-3
+            # allows); its XMP properties are patched in after Typst.
+            sys_inputs["facturx"] = xml.decode("utf-8")
+            options["pdf_standards"] = ["a-3b"]
         with self._lock:
             pdf = self._compiler.compile(
                 format="pdf",
                 sys_inputs=sys_inputs,
                 timestamp=_utc(invoice.issued_at),
+                **options,
             )
         if not isinstance(pdf, bytes):  # only a multi-page image export returns a list
             raise TypeError(f"Typst returned {type(pdf).__name__}, expected the PDF's bytes")
+        if xml is not None:
+            from invoicing import facturx
+
+            pdf = facturx.with_xmp(pdf)
         return pdf
+
+    def _facturx_xml(self, invoice: Invoice, seller: Seller, regime: str) -> bytes | None:
+        """The CII XML of ``invoice``, made from the same figures as the page; None when
+        Factur-X is off, or when the invoice cannot be valid EN 16931 data (VAT charged
+        without its rate, a taxed regime without VAT): the plain PDF is still the invoice,
+        and the log says why it carries no XML."""
+        if not self.facturx:
+            return None
+        from invoicing import facturx
+
+        try:
+            return facturx.cii_xml(
+                invoice,
+                seller,
+                regime,
+                self.texts(invoice),
+                seller_name=_with_legal_form(seller),
+                paid_on=_paid_on(invoice),
+            )
+        except facturx.FacturXError as exc:
+            log.warning("%s: rendered without Factur-X XML: %s", invoice.number, exc)
+            return None
+
+    def texts(self, invoice: Invoice) -> dict[str, Any]:
+        """The invoice's texts: its language's (French when unknown), with its kind's words."""
+        lang = invoice.language if invoice.language in self._texts else DEFAULT_LANGUAGE
+        return {**self._texts[lang], **self._texts[lang].get(invoice.kind, {})}
 
     def template_data(self, invoice: Invoice, seller: Seller, regime: str) -> dict[str, Any]:
         """What the template prints, as JSON-ready values with every string final."""
@@ -99,7 +142,7 @@ class InvoiceRenderer:
             raise ValueError(f"credit note {invoice.number} does not say which invoice it credits")
         lang = invoice.language if invoice.language in self._texts else DEFAULT_LANGUAGE
         # A kind (credit_note) overrides only the words that differ from an invoice's.
-        t = {**self._texts[lang], **self._texts[lang].get(invoice.kind, {})}
+        t = self.texts(invoice)
         money = _Money(invoice.currency, lang)
         buyer = invoice.buyer
 

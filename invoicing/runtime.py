@@ -78,6 +78,7 @@ class Runtime:
 
             self._renderer = InvoiceRenderer(
                 self.settings.templates_dir,
+                facturx=self.settings.invoice.facturx,
                 reform_mentions_from=self.settings.vat.reform_mentions_from,
             )
         return self._renderer  # type: ignore[no-any-return]

