@@ -196,7 +196,9 @@ class InvoiceRenderer:
 
         # The B2B late-payment penalty and the 40 € recovery indemnity (C. com. L441-10).
         # A credit note is money given back: no payment terms apply to it.
-        terms = [t["business_terms"]] if buyer.is_business and invoice.kind == "invoice" else []
+        # The same three sentences as the Factur-X XML's AAB, PMD and PMT notes.
+        business = buyer.is_business and invoice.kind == "invoice"
+        terms = [t["terms_discount"], t["terms_penalty"], t["terms_indemnity"]] if business else []
         # The nature of the operation: for a business buyer now, on every invoice from the
         # reform's day; the debits option with it, for a seller who took it.
         if buyer.is_business or reform:

@@ -163,6 +163,10 @@ def data_dict(
         if credit and invoice.credited_issued_at
         else invoice.sale_date
     )
+    if seller.vat_on_debits and not vat.exempt:
+        # "Option pour le paiement de la taxe d'après les débits": VAT is due when the
+        # invoice is issued (UNTDID 2005 code 5), not when paid.
+        data["BT-8"] = "invoice"
     if invoice.payment_reference:
         data["BT-83"] = invoice.payment_reference
     if credit:

@@ -259,8 +259,11 @@ def test_business_buyer_block(renderer: InvoiceRenderer) -> None:
 @pytest.mark.parametrize(
     ("language", "expected"),
     [
-        ("fr", "indemnité forfaitaire pour frais de recouvrement de 40 €"),
-        ("en", "fixed indemnity of €40 for recovery costs"),
+        (
+            "fr",
+            "Indemnité forfaitaire pour frais de recouvrement en cas de retard de paiement : 40 €",
+        ),
+        ("en", "a fixed indemnity of €40 for recovery costs"),
     ],
 )
 def test_business_buyer_gets_late_payment_terms(

@@ -152,6 +152,9 @@ CASES = {
         invoice(sale_date=date(2026, 11, 24)), SELLER, "training", "E", "VATEX-FR-CGI261-4"
     ),
     "business-fr": Case(invoice(buyer=FR_COMPANY), SELLER, "franchise", "E", "VATEX-FR-FRANCHISE"),
+    "debits": Case(
+        taxed(buyer=FR_COMPANY), replace(VAT_SELLER, vat_on_debits=True), "standard", "S", None
+    ),
     "credit-note": Case(credit_note(), SELLER, "franchise", "E", "VATEX-FR-FRANCHISE"),
     "subscription": Case(
         taxed(
@@ -309,7 +312,7 @@ def test_xml_passes_the_en16931_rules(
     assert schematrons.errors(xml, "en16931") == []
 
 
-@pytest.mark.parametrize("name", ["business-fr", "reverse-charge", "credit-note-taxed"])
+@pytest.mark.parametrize("name", ["business-fr", "reverse-charge", "credit-note-taxed", "debits"])
 def test_business_documents_pass_the_french_ctc_rules(
     rendered: Callable[[str], tuple[bytes, bytes]], schematrons: Schematrons, name: str
 ) -> None:
@@ -565,3 +568,13 @@ def test_the_web_process_does_not_load_facturx() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert found.stdout.strip() == "[]"
+
+
+def test_the_option_for_vat_on_debits_is_the_vat_point_code(
+    rendered: Callable[[str], tuple[bytes, bytes]],
+) -> None:
+    """A seller who opted to pay VAT on debits: VAT falls due when the invoice is issued
+    (BT-8, UNTDID 2005 code 5); without the option the XML says nothing of it."""
+    code = f"{SETTLEMENT}/ram:ApplicableTradeTax/ram:DueDateTypeCode/text()"
+    assert set(texts(tree(rendered("debits")[1]), code)) == {"5"}
+    assert texts(tree(rendered("standard")[1]), code) == []

@@ -82,6 +82,13 @@ def test_reverse_charge_for_a_business_of_another_member_state(tmp_path: Path) -
     # A business: the terms and the nature of the operation.
     assert "pas d’escompte pour paiement anticipé" in text and "40 €" in text
     assert "Nature de l’opération : prestation de services" in text
+    # The e-invoice inside says the same: reverse charge, both VAT numbers.
+    import facturx
+
+    assert doc.pdf_key is not None
+    _, xml = facturx.get_facturx_xml_from_pdf(rt.storage.get(doc.pdf_key), check_xsd=True)
+    assert b"<ram:CategoryCode>AE</ram:CategoryCode>" in xml and b"VATEX-EU-AE" in xml
+    assert GERMAN_VAT.encode() in xml and SELLER_VAT.encode() in xml
 
 
 def test_reverse_charge_falls_back_for_a_consumer_a_french_business_or_a_bad_number(
