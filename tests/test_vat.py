@@ -176,3 +176,21 @@ def test_a_toml_date_is_read_as_a_date(tmp_path: Path) -> None:
     )
     settings = load_settings({"INVOICEHOOK_CONFIG": str(config)})
     assert settings.vat.reform_mentions_from == date(2027, 1, 15)
+
+
+def test_a_zap_maps_a_business_buyer() -> None:
+    """Podia's or Gumroad's company fields, as a Zap posts them (form-encoded, so text)."""
+    from datetime import UTC, datetime
+
+    from integrations.zapier import parse_body, to_sale
+
+    body = (
+        b"order_id=1042&email=compta%40durand.example&product=Cours&amount=199%2C00"
+        b"&company=Durand+Conseil+SARL&vat_number=fr+40+303265045&siren="
+    )
+    fields = parse_body(body, "application/x-www-form-urlencoded")
+    draft = to_sale(fields, {}, datetime(2026, 12, 1, tzinfo=UTC))
+    buyer = draft.buyer  # type: ignore[union-attr]
+    assert buyer.business_name == "Durand Conseil SARL" and buyer.is_business
+    assert buyer.vat_number == "FR40303265045" and vat.vat_number_valid(buyer.vat_number)
+    assert buyer.siren == "303265045"  # from the French VAT number, the field left empty
