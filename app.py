@@ -8,12 +8,13 @@ import functools
 import logging
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, BinaryIO
 from urllib.parse import parse_qs, urlencode
 
 import anyio
 import anyio.to_thread
+from sqlalchemy.engine import Connection
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -30,13 +31,14 @@ from starlette.routing import Route
 from invoicing import health, metrics
 from invoicing.auth import REALM, AdminClosed, NotAdmin, check_admin
 from invoicing.errors import BadRequest, InvoicehookError, Rejected, TransientError, Unauthorized
-from invoicing.intake import Outcome, record, reject
+from invoicing.group_commit import GroupCommit
+from invoicing.intake import Outcome, record_in, reject_in
 from invoicing.model import EventOutcome
 from invoicing.months import Month
 from invoicing.runtime import Runtime, build_runtime
 from invoicing.settings import Settings
 from invoicing.sources import REGISTRY, Inbound
-from invoicing.store import is_postgres
+from invoicing.store import is_postgres, write
 from invoicing.supervisor import WorkerProcess
 
 MAX_BODY = 1024 * 1024
@@ -95,24 +97,41 @@ async def _webhook(request: Request, name: str) -> tuple[Response, str]:
         query=dict(request.query_params),
         received_at=rt.clock(),
     )
-    limiter = request.app.state.intake_limiter
     try:
         delivery = source.receive(inbound)
     except Unauthorized as exc:
         return error(exc.status, str(exc)), "unauthorized"
     except Rejected as exc:
         # Authentic but not valid: kept for the seller to see and replay, nothing else made.
-        keep = functools.partial(reject, rt.engine, source=name, rejected=exc, clock=rt.clock)
-        await anyio.to_thread.run_sync(keep, limiter=limiter)
+        rejected = exc
+        await _write(
+            request, lambda conn: reject_in(conn, source=name, rejected=rejected, now=rt.clock())
+        )
         return error(exc.cause.status, str(exc.cause), **_fields(exc.cause)), "rejected"
     except BadRequest as exc:
         return error(exc.status, str(exc), **_fields(exc)), "bad_request"
-    keep_it = functools.partial(record, rt.engine, source=name, delivery=delivery, clock=rt.clock)
-    outcome: Outcome = await anyio.to_thread.run_sync(keep_it, limiter=limiter)
+    outcome: Outcome = await _write(
+        request, lambda conn: record_in(conn, source=name, delivery=delivery, now=rt.clock())
+    )
     worker: WorkerProcess | None = request.app.state.worker
     if outcome.status == EventOutcome.ACCEPTED and worker is not None:
         worker.wake()
     return JSONResponse(outcome.as_json()), str(outcome.status)
+
+
+async def _write(request: Request, work: Callable[[Connection], Any]) -> Any:
+    """Run ``work`` in a committed write transaction: the group commit's next batch on
+    SQLite, a transaction of its own in the thread pool on PostgreSQL."""
+    intake: GroupCommit | None = request.app.state.intake
+    if intake is not None:
+        return await intake.submit(work)
+    rt: Runtime = request.app.state.runtime
+
+    def alone() -> Any:
+        with write(rt.engine) as conn:
+            return work(conn)
+
+    return await anyio.to_thread.run_sync(alone, limiter=request.app.state.intake_limiter)
 
 
 def _fields(exc: BadRequest) -> dict[str, Any]:
@@ -383,6 +402,9 @@ def create_app(
         # SQLite takes one writer at a time: more intake threads would only queue on its
         # lock and fight over the interpreter lock. PostgreSQL takes them in parallel.
         app.state.intake_limiter = anyio.CapacityLimiter(16 if is_postgres(rt.engine) else 1)
+        # SQLite: webhooks waiting together share one transaction (group_commit.py).
+        intake = None if is_postgres(rt.engine) else GroupCommit(rt.engine).start()
+        app.state.intake = intake
         app.state.export_limiter = anyio.CapacityLimiter(1)
         watchdog = None
         if worker is not None:
@@ -393,6 +415,8 @@ def create_app(
         finally:
             if watchdog is not None:
                 watchdog.cancel()
+            if intake is not None:
+                await run_in_threadpool(intake.stop)
             if worker is not None:
                 await worker.stop()
             if runtime is None:

@@ -53,24 +53,28 @@ def record(
     clock: Callable[[], datetime] = utcnow,
 ) -> Outcome:
     """Keep the delivery and what it stands for, in one transaction."""
-    now = clock()
     with write(engine) as conn:
-        new = records.insert_event(
-            conn,
-            event_id=delivery.event_id,
-            source=source,
-            event_type=delivery.event_type,
-            raw=delivery.raw,
-            now=now,
+        return record_in(conn, source=source, delivery=delivery, now=clock())
+
+
+def record_in(conn: Connection, *, source: str, delivery: Delivery, now: datetime) -> Outcome:
+    """``record``'s statements, in the caller's transaction (the group commit's batch)."""
+    new = records.insert_event(
+        conn,
+        event_id=delivery.event_id,
+        source=source,
+        event_type=delivery.event_type,
+        raw=delivery.raw,
+        now=now,
+    )
+    if not new:
+        return Outcome(
+            EventOutcome.DUPLICATE, reason=f"event {delivery.event_id} was already received"
         )
-        if not new:
-            return Outcome(
-                EventOutcome.DUPLICATE, reason=f"event {delivery.event_id} was already received"
-            )
-        outcome = _record(conn, delivery.event_id, delivery.draft, now)
-        records.set_event_outcome(
-            conn, delivery.event_id, outcome.status, outcome.sale_id, outcome.reason or None
-        )
+    outcome = _record(conn, delivery.event_id, delivery.draft, now)
+    records.set_event_outcome(
+        conn, delivery.event_id, outcome.status, outcome.sale_id, outcome.reason or None
+    )
     return outcome
 
 
@@ -80,17 +84,21 @@ def reject(
     """Keep an authentic delivery that is not valid, with why: the seller sees it, and a
     replay after the fix records it. Nothing else is written."""
     with write(engine) as conn:
-        if records.insert_event(
-            conn,
-            event_id=rejected.event_id,
-            source=source,
-            event_type=rejected.event_type,
-            raw=rejected.raw,
-            now=clock(),
-        ):
-            records.set_event_outcome(
-                conn, rejected.event_id, EventOutcome.REJECTED, None, str(rejected.cause)
-            )
+        reject_in(conn, source=source, rejected=rejected, now=clock())
+
+
+def reject_in(conn: Connection, *, source: str, rejected: Rejected, now: datetime) -> None:
+    if records.insert_event(
+        conn,
+        event_id=rejected.event_id,
+        source=source,
+        event_type=rejected.event_type,
+        raw=rejected.raw,
+        now=now,
+    ):
+        records.set_event_outcome(
+            conn, rejected.event_id, EventOutcome.REJECTED, None, str(rejected.cause)
+        )
 
 
 def _record(conn: Connection, event_id: str, draft: Draft, now: datetime) -> Outcome:
@@ -207,8 +215,9 @@ def _cross_source_owner(conn: Connection, draft: SaleDraft, now: datetime) -> in
     email = draft.buyer.email.strip().lower()
     if not email:
         return None
-    recent = records.recent_same_amount(
+    return records.recent_same_amount(
         conn,
+        email=email,
         total=draft.total,
         currency=draft.currency,
         source=draft.source,
@@ -216,7 +225,6 @@ def _cross_source_owner(conn: Connection, draft: SaleDraft, now: datetime) -> in
         paid_from=draft.paid_at - CROSS_SOURCE_PAID_WINDOW,
         paid_to=draft.paid_at + CROSS_SOURCE_PAID_WINDOW,
     )
-    return next((sale_id for sale_id, other in recent if other.strip().lower() == email), None)
 
 
 def replay(

@@ -105,8 +105,9 @@ class _Hot:
             .limit(1)
         )
         self.cross_recent = (
-            select(s.id, s.buyer)
+            select(s.id)
             .where(
+                s.buyer_email == bindparam("email"),
                 s.total == bindparam("total"),
                 s.currency == bindparam("currency"),
                 s.source != bindparam("source"),
@@ -115,8 +116,10 @@ class _Hot:
                 s.created_at >= bindparam("since"),
                 s.paid_at.between(bindparam("paid_from"), bindparam("paid_to")),
             )
-            # By created_at first, so the index on it serves both the filter and the order.
+            # (buyer_email, created_at) serves the filter and the order: the buyer's few
+            # recent sales are read, not every sale of the same amount.
             .order_by(s.created_at, s.id)
+            .limit(1)
         )
         self.intent_superseded = (
             update(sales_table)
@@ -182,6 +185,7 @@ def rejected_events(conn: Connection, limit: int = 20) -> list[EventRecord]:
 
 def insert_sale(conn: Connection, **values: Any) -> int | None:
     """Record a sale (or refund); None when its payment is already recorded."""
+    values["buyer_email"] = _email_key(values.get("buyer"))
     for key in ("buyer", "lines", "tax_lines", "extra_lines"):
         value = values.get(key)
         if isinstance(value, Buyer):
@@ -194,6 +198,12 @@ def insert_sale(conn: Connection, **values: Any) -> int | None:
     values.setdefault("extra_lines", None)
     values.setdefault("payment_method", None)
     return conn.execute(_hot(conn).new_sale, values).scalar()
+
+
+def _email_key(buyer: Any) -> str | None:
+    """The buyer's email as sales.buyer_email keeps it: lower case, or None."""
+    email = buyer.email if isinstance(buyer, Buyer) else (buyer or {}).get("email")
+    return str(email or "").strip().lower()[:320] or None
 
 
 def sale_id_by_key(conn: Connection, payment_key: str) -> int | None:
@@ -226,17 +236,19 @@ def other_source_with_intent(conn: Connection, payment_intent: str, source: str)
 def recent_same_amount(
     conn: Connection,
     *,
+    email: str,
     total: int,
     currency: str,
     source: str,
     since: datetime,
     paid_from: datetime,
     paid_to: datetime,
-) -> list[tuple[int, str]]:
-    """Other sources' sales of this amount recorded since ``since``: (id, buyer email)."""
-    rows = conn.execute(
+) -> int | None:
+    """Another source's sale to this buyer, of this amount, recorded since ``since``."""
+    found = conn.execute(
         _hot(conn).cross_recent,
         {
+            "email": email.strip().lower(),
             "total": total,
             "currency": currency,
             "source": source,
@@ -244,8 +256,8 @@ def recent_same_amount(
             "paid_from": paid_from,
             "paid_to": paid_to,
         },
-    )
-    return [(int(sale_id), buyer_of(buyer).email) for sale_id, buyer in rows]
+    ).scalar()
+    return int(found) if found is not None else None
 
 
 def supersede_bare_intent(conn: Connection, payment_intent: str, owner: int) -> None:
@@ -275,6 +287,8 @@ def set_sale(
     conn: Connection, sale_id: int, *, only_if: SaleStatus | None = None, **values: Any
 ) -> int:
     """Update a sale's status and links (duplicate_of, refund_of, held_reason, buyer…)."""
+    if "buyer" in values:
+        values["buyer_email"] = _email_key(values["buyer"])
     if isinstance(values.get("buyer"), Buyer):
         values["buyer"] = buyer_json(values["buyer"])
     query = update(sales_table).where(sales_table.c.id == sale_id)

@@ -90,6 +90,9 @@ sales = Table(
     Column("extra_lines", JSON),  # lines fetched line items leave out (a session's shipping)
     # Stripe's payment method type ("card", "sepa_debit"…) or what a Zap says; None: unknown.
     Column("payment_method", String(50)),
+    # The buyer's email, lower case: how a sale told by two sources is found (indexed).
+    Column("buyer_email", String(320)),
+    Index("ix_sales_buyer_email", "buyer_email", "created_at"),
 )
 
 invoices = Table(
