@@ -34,6 +34,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError:
         raise SettingsError(f"PORT: expected a number, got {os.environ['PORT']!r}") from None
     from invoicing import metrics
+    from invoicing.httpserver import BoundedHttpToolsProtocol
     from invoicing.logs import AccessLog
 
     # Before prometheus-client is imported, here or in the worker child that inherits it.
@@ -52,6 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=20,
         proxy_headers=True,
         forwarded_allow_ips="*",
+        http=BoundedHttpToolsProtocol,  # httptools with the request's head bounded
     )
     metrics.remove_directory(metrics_dir)
     return 0
