@@ -506,6 +506,11 @@ def retry(rt: Runtime, sale_id: int) -> Flash:
     with rt.engine.connect() as conn:
         sale = records.sale(conn, sale_id) if sale_id != queue.NO_SALE else None
     if sale_id != queue.NO_SALE and sale is None:
+        # A month's pack or a day's backup: its card's subject is a date, not a sale.
+        with write(rt.engine) as conn:
+            revived = queue.revive(conn, sale_id, kinds=queue.DATED)
+        if revived:
+            return Flash("ok", t["flash_retried"].format(sale=sale_id, n=revived))
         return Flash("error", t["flash_no_sale"].format(sale=sale_id))
     if sale is not None and sale.status == SaleStatus.HELD:
         try:

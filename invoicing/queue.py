@@ -327,12 +327,25 @@ def fail(
     return JobState.DEAD if dead else JobState.PENDING
 
 
-def revive(conn: Connection, sale_id: int, *, finished_too: bool = False) -> int:
+# Jobs whose sale_id is a date, not a sale: the month's pack (YYYYMM), the day's backup.
+DATED = (JobKind.ACCOUNTANT_PACK, JobKind.BACKUP)
+
+
+def revive(
+    conn: Connection,
+    sale_id: int,
+    *,
+    finished_too: bool = False,
+    kinds: tuple[JobKind, ...] | None = None,
+) -> int:
     """Make a sale's dead or waiting jobs due now, with fresh attempts (replay);
-    ``finished_too``: its done invoice job as well (a held sale the seller has fixed)."""
+    ``finished_too``: its done invoice job as well (a held sale the seller has fixed);
+    ``kinds``: only jobs of those kinds (a dated job's subject is not a sale)."""
     now = utcnow()
     states = [JobState.DEAD, JobState.PENDING] + ([JobState.DONE] if finished_too else [])
     query = update(jobs).where(jobs.c.sale_id == sale_id, jobs.c.state.in_(states))
+    if kinds is not None:
+        query = query.where(jobs.c.kind.in_(kinds))
     if finished_too:
         query = query.where(jobs.c.kind == JobKind.INVOICE)
     result = conn.execute(

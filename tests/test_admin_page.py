@@ -22,7 +22,7 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from app import create_app
-from invoicing import records
+from invoicing import queue, records
 from invoicing.admin_page import CSRF_LIFETIME, PACK_KEY, csrf_token
 from invoicing.auth import REALM
 from invoicing.model import DocumentKind, DocumentRecord, SaleStatus
@@ -724,3 +724,22 @@ def test_the_page_in_chromium(tmp_path: Path, service_env: dict[str, str]) -> No
 
 def outbox_of(env: dict[str, str]) -> Path:
     return Path(env["EMAIL_URL"].removeprefix("file://"))
+
+
+def test_retry_of_a_months_pack_card_puts_the_pack_back(rt: Runtime, client: TestClient) -> None:
+    """A pack's (or a backup's) card posts its month as the subject: not a sale, but its
+    job is what Retry puts back, and nothing of a sale that might share the number."""
+    with write(rt.engine) as conn:
+        job_id = queue.enqueue(conn, queue.JobKind.ACCOUNTANT_PACK, 202611)
+    job = queue.claim(rt.engine, "w", 10, job_id=job_id)
+    assert job is not None
+    queue.fail(rt.engine, job, "SMTP down", permanent=True, max_attempts=1, base=1, cap=1)
+    answer = client.post(
+        "/admin/retry",
+        data={"sale": 202611, "csrf": form_token(rt)},
+        headers=bearer(),
+        follow_redirects=False,
+    )
+    assert flash_of(answer)[0] == "ok"
+    with rt.engine.connect() as conn:
+        assert queue.state_of(conn, 202611, queue.JobKind.ACCOUNTANT_PACK) == "pending"
