@@ -27,7 +27,7 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
-from invoicing import health, metrics
+from invoicing import health, metrics, openapi
 from invoicing.auth import REALM, AdminClosed, NotAdmin, check_admin
 from invoicing.errors import BadRequest, InvoicehookError, Rejected, TransientError, Unauthorized
 from invoicing.intake import Outcome, record, reject
@@ -170,6 +170,11 @@ async def metrics_page(request: Request) -> Response:
     state = await run_in_threadpool(_health, request)
     body, content_type = await run_in_threadpool(metrics.exposition, state)
     return Response(body, media_type=content_type)
+
+
+async def openapi_page(request: Request) -> Response:
+    """This app's routes in OpenAPI 3.1 (invoicing/openapi.py): no setting's value in it."""
+    return JSONResponse(openapi.document())
 
 
 async def invoice_pdf(request: Request) -> Response:
@@ -402,6 +407,7 @@ def create_app(
         Route("/webhooks/{source}", webhook, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_page, methods=["GET"]),
+        Route("/openapi.json", openapi_page, methods=["GET"]),
         Route("/invoices/{name:path}", invoice_pdf, methods=["GET"]),
         Route("/exports/{name}", export, methods=["GET"]),
         Route("/admin", admin, methods=["GET"]),
