@@ -16,6 +16,7 @@ import anyio
 import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import (
     HTMLResponse,
@@ -63,6 +64,15 @@ async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
 
 def error(status: int, message: str, **more: Any) -> JSONResponse:
     return JSONResponse({"error": message, **more}, status_code=status)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """The router's own refusals (no route: 404, wrong method: 405) in the same JSON as
+    every other error, rather than Starlette's plain text (a path with a newline in it
+    matches no route)."""
+    assert isinstance(exc, HTTPException)
+    body = {"error": exc.detail or "error"}
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
 async def webhook(request: Request) -> Response:
@@ -414,4 +424,6 @@ def create_app(
         Route("/admin/retry", admin_retry, methods=["POST"]),
         Route("/admin/resend", admin_resend, methods=["POST"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error}
+    )
