@@ -161,6 +161,10 @@ def to_sale(
             problems[name] = "longer than 200 characters"
     if len(data.get("payment_method", "")) > 50:
         problems["payment_method"] = "longer than 50 characters"
+    for name in ("order_id", "stripe_payment_intent", "payment_method"):
+        # kept as keys and labels: a NUL in one is a 500 on PostgreSQL (found by fuzzing)
+        if name not in problems and not data.get(name, "").isprintable():
+            problems[name] = "control characters are not allowed"
     if problems:
         raise InvalidFields(problems)
     assert amount is not None

@@ -8,12 +8,14 @@ one of the outcomes, and the database never holds half a document. The rounds ar
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import os
 import string
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -31,7 +33,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, text
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
@@ -43,7 +45,7 @@ from invoicing.admin_page import csrf_token
 from invoicing.runtime import Runtime, build_runtime
 from invoicing.settings import load_settings
 from invoicing.store import events, invoices, jobs, sales
-from tests.conftest import SECRET, checkout_event, sell, settle, sign, write_config
+from tests.conftest import PG_URL, SECRET, checkout_event, sell, settle, sign, write_config
 
 ADMIN = "fuzz-admin-token"
 ZAP = "fuzz-zap-token"
@@ -64,10 +66,10 @@ def fuzz_settings(examples: int) -> Any:
     )
 
 
-def build(folder: Path) -> tuple[Starlette, Runtime]:
+def build(folder: Path, database_url: str | None = None) -> tuple[Starlette, Runtime]:
     env = {
         "INVOICEHOOK_CONFIG": str(write_config(folder)),
-        "DATABASE_URL": f"sqlite:///{folder}/db.sqlite",
+        "DATABASE_URL": database_url or f"sqlite:///{folder}/db.sqlite",
         "STORAGE_URL": f"file://{folder}/invoices",
         "EMAIL_URL": f"file://{folder}/outbox",
         "STRIPE_WEBHOOK_SECRET": SECRET,
@@ -228,12 +230,37 @@ def test_invoice_and_export_paths_meet_real_data(served: tuple[Starlette, Runtim
 # --- hypothesis on the webhooks -------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def hooks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, Runtime]]:
-    app, rt = build(tmp_path_factory.mktemp("hooks"))
-    with TestClient(app) as client:
-        yield client, rt
-    assert half_made(rt) == []
+@contextlib.contextmanager
+def pg_database() -> Iterator[str]:
+    """A PostgreSQL database of its own for a module, as conftest's pg_url is for a test."""
+    if not PG_URL:
+        pytest.skip("TEST_DATABASE_URL is not set")
+    name = f"ih_fuzz_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(
+        PG_URL.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"{PG_URL.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def hooks(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[TestClient, Runtime]]:
+    """The app on SQLite, and on PostgreSQL (which refuses a NUL in text) when there is one."""
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(pg_database()) if request.param == "postgresql" else None
+        app, rt = build(tmp_path_factory.mktemp("hooks"), url)
+        with TestClient(app) as client:
+            yield client, rt
+        assert half_made(rt) == []
+        rt.engine.dispose()
 
 
 HUGE = st.one_of(
@@ -519,3 +546,23 @@ def test_a_retry_of_no_sale_id_is_a_400(served: tuple[Starlette, Runtime], sale:
         )
     assert response.status_code == 400, response.text
     assert response.json()["error"].startswith("sale:")
+
+
+@pytest.mark.parametrize(
+    ("source", "body"),
+    [
+        ("stripe", b'{"id": "evt_1\x00"}'),  # a NUL byte: not JSON, kept as rejected
+        ("stripe", b'{"id": "evt_\\u0000", "type": "customer.created"}'),  # in the id
+        ("zapier", b'{"order_id": "1\x00"}'),
+        ("zapier", b'{"order_id": "1\\u0000", "email": "a@b.co", "product": "x", "amount": "1"}'),
+    ],
+)
+def test_a_nul_is_a_4xx_on_postgresql_too(
+    hooks: tuple[TestClient, Runtime], source: str, body: bytes
+) -> None:
+    """Was a 500 on PostgreSQL, whose text refuses NUL: in the raw body kept, in a key."""
+    client, _ = hooks
+    headers = {"Stripe-Signature": signed(body), "Authorization": f"Bearer {ZAP}"}
+    response = client.post(f"/webhooks/{source}", content=body, headers=headers)
+    check_answer(response)
+    assert response.status_code in (400, 422)
