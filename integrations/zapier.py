@@ -42,6 +42,7 @@ CANONICAL = (
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 AMOUNT = re.compile(r"^\d+(?:[.,]\d+)?$")
 MAX_AMOUNT = Decimal("1000000000")  # in major units: more is a mistake in the Zap
+MAX_QUANTITY = 10**9
 FIRST_PAID = datetime(2000, 1, 1, tzinfo=UTC)
 LAST_PAID = datetime(2100, 1, 1, tzinfo=UTC)
 
@@ -140,8 +141,10 @@ def to_sale(
             quantity = int(data["quantity"])
         except ValueError:
             quantity = 0
-        if quantity < 1:
-            problems["quantity"] = "expected a whole number, 1 or more"
+        # At most Stripe's (stripe_lines.MAX_QUANTITY): 10**30 was numbered, then its PDF
+        # failed for ever (decimal.InvalidOperation, found by fuzzing).
+        if not 1 <= quantity <= MAX_QUANTITY:
+            problems["quantity"] = f"expected a whole number, 1 to {MAX_QUANTITY}"
     country = data.get("country", "").upper() or None
     if country and not _country_ok(country):
         problems["country"] = "expected an ISO 3166 alpha-2 code like FR"

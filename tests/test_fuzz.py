@@ -566,3 +566,20 @@ def test_a_nul_is_a_4xx_on_postgresql_too(
     response = client.post(f"/webhooks/{source}", content=body, headers=headers)
     check_answer(response)
     assert response.status_code in (400, 422)
+
+
+def test_a_zap_of_absurd_quantity_is_422_and_the_largest_is_invoiced(tmp_path: Path) -> None:
+    """Was accepted, numbered, then its PDF failed for ever (decimal.InvalidOperation)."""
+    app, rt = build(tmp_path)
+    order = {"email": "a@example.org", "product": "x", "amount": "1"}
+    with TestClient(app) as client:
+        for quantity, expected in ((10**30, 422), (10**9 + 1, 422), (10**9, 200)):
+            response = client.post(
+                "/webhooks/zapier",
+                json={**order, "order_id": str(quantity), "quantity": str(quantity)},
+                headers={"Authorization": f"Bearer {ZAP}"},
+            )
+            assert response.status_code == expected, response.text
+    settle(rt)
+    with rt.engine.connect() as conn:
+        assert [job.state for job in conn.execute(select(jobs.c.state))] == ["done"]
