@@ -45,7 +45,19 @@ from invoicing.admin_page import csrf_token
 from invoicing.runtime import Runtime, build_runtime
 from invoicing.settings import load_settings
 from invoicing.store import events, invoices, jobs, sales
-from tests.conftest import PG_URL, SECRET, checkout_event, sell, settle, sign, write_config
+from tests.conftest import (
+    PG_URL,
+    SECRET,
+    SELLER,
+    TEMPLATES,
+    checkout_event,
+    make_invoice,
+    pdf_text,
+    sell,
+    settle,
+    sign,
+    write_config,
+)
 
 ADMIN = "fuzz-admin-token"
 ZAP = "fuzz-zap-token"
@@ -76,6 +88,8 @@ def build(folder: Path, database_url: str | None = None) -> tuple[Starlette, Run
         "ZAPIER_TOKEN": ZAP,
         "ADMIN_TOKEN": ADMIN,
         "PUBLIC_URL": "https://invoices.example.com",
+        "RETRY_BASE_SECONDS": "0.05",
+        "RETRY_MAX_SECONDS": "0.2",
     }
     settings_ = load_settings(env)
     rt = build_runtime(settings_)
@@ -260,6 +274,12 @@ def hooks(
         with TestClient(app) as client:
             yield client, rt
         assert half_made(rt) == []
+        # Whatever was accepted can be made: numbered, rendered and emailed, or held for
+        # what it lacks (a buyer, line items from Stripe), never failing step after step.
+        settle(rt)
+        with rt.engine.connect() as conn:
+            failed = conn.execute(select(jobs).where(jobs.c.last_error.is_not(None))).all()
+        assert [(job.sale_id, job.state, job.last_error[-300:]) for job in failed] == []
         rt.engine.dispose()
 
 
@@ -583,3 +603,14 @@ def test_a_zap_of_absurd_quantity_is_422_and_the_largest_is_invoiced(tmp_path: P
     settle(rt)
     with rt.engine.connect() as conn:
         assert [job.state for job in conn.execute(select(jobs.c.state))] == ["done"]
+
+
+@pytest.mark.parametrize("name", ["王小明", "Joe 😀", "Zo\u0084é"])
+def test_a_name_no_font_can_show_is_printed_without_facturx(name: str) -> None:
+    """Was numbered, then never rendered: PDF/A refuses a glyph that templates/fonts lack,
+    and the invoice step failed until its job was dead."""
+    from invoicing.document import InvoiceRenderer
+
+    pdf = InvoiceRenderer(TEMPLATES).render(make_invoice(name=name), SELLER, "franchise")
+    assert pdf.startswith(b"%PDF") and b"factur-x.xml" not in pdf
+    assert "F2026-000123" in pdf_text(pdf)
