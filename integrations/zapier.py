@@ -164,6 +164,8 @@ def to_sale(
             problems[name] = "longer than 200 characters"
     if len(data.get("payment_method", "")) > 50:
         problems["payment_method"] = "longer than 50 characters"
+    if len(data.get("stripe_payment_intent", "")) > 255:  # its column's (PostgreSQL checks)
+        problems["stripe_payment_intent"] = "longer than 255 characters"
     for name in ("order_id", "stripe_payment_intent", "payment_method"):
         # kept as keys and labels: a NUL in one is a 500 on PostgreSQL (found by fuzzing)
         if name not in problems and not data.get(name, "").isprintable():

@@ -89,6 +89,7 @@ def build(folder: Path, database_url: str | None = None) -> tuple[Starlette, Run
         "ADMIN_TOKEN": ADMIN,
         "PUBLIC_URL": "https://invoices.example.com",
         "RETRY_BASE_SECONDS": "0.05",
+        "PAYMENT_INTENT_GRACE_SECONDS": "0",  # settled at the end: nothing left waiting
         "RETRY_MAX_SECONDS": "0.2",
     }
     settings_ = load_settings(env)
@@ -586,6 +587,21 @@ def test_a_nul_is_a_4xx_on_postgresql_too(
     response = client.post(f"/webhooks/{source}", content=body, headers=headers)
     check_answer(response)
     assert response.status_code in (400, 422)
+
+
+def test_a_zap_payment_intent_longer_than_its_column_is_422(
+    hooks: tuple[TestClient, Runtime],
+) -> None:
+    """Was a 500 on PostgreSQL, which refuses 256 characters in a VARCHAR(255)."""
+    client, _ = hooks
+    order = {"order_id": "pi-long", "email": "a@example.org", "product": "x", "amount": "1"}
+    response = client.post(
+        "/webhooks/zapier",
+        json={**order, "stripe_payment_intent": "pi_" + "0" * 253},
+        headers={"Authorization": f"Bearer {ZAP}"},
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["fields"] == {"stripe_payment_intent": "longer than 255 characters"}
 
 
 def test_a_zap_of_absurd_quantity_is_422_and_the_largest_is_invoiced(tmp_path: Path) -> None:
