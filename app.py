@@ -17,6 +17,7 @@ import anyio.to_thread
 from sqlalchemy.engine import Connection
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import (
     HTMLResponse,
@@ -28,7 +29,7 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
-from invoicing import health, metrics
+from invoicing import health, metrics, openapi
 from invoicing.auth import REALM, AdminClosed, NotAdmin, check_admin
 from invoicing.errors import BadRequest, InvoicehookError, Rejected, TransientError, Unauthorized
 from invoicing.group_commit import GroupCommit
@@ -65,6 +66,15 @@ async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
 
 def error(status: int, message: str, **more: Any) -> JSONResponse:
     return JSONResponse({"error": message, **more}, status_code=status)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """The router's own refusals (no route: 404, wrong method: 405) in the same JSON as
+    every other error, rather than Starlette's plain text (a path with a newline in it
+    matches no route)."""
+    assert isinstance(exc, HTTPException)
+    body = {"error": exc.detail or "error"}
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
 async def webhook(request: Request) -> Response:
@@ -191,6 +201,11 @@ async def metrics_page(request: Request) -> Response:
     return Response(body, media_type=content_type)
 
 
+async def openapi_page(request: Request) -> Response:
+    """This app's routes in OpenAPI 3.1 (invoicing/openapi.py): no setting's value in it."""
+    return JSONResponse(openapi.document())
+
+
 async def invoice_pdf(request: Request) -> Response:
     rt: Runtime = request.app.state.runtime
     name: str = request.path_params["name"]
@@ -303,7 +318,8 @@ async def _admin_button(request: Request, action: str) -> Response:
         return PlainTextResponse(str(exc), status_code=exc.status, headers=ADMIN_HEADERS)
     if action == "retry":
         sale = form.get("sale", "")
-        if not sale.isdigit():
+        # ASCII digits that fit the database's integer: "²" or 10**30 was a 500 (fuzzing).
+        if not (sale.isascii() and sale.isdigit()) or len(sale) > 18:
             return error(400, f"sale: expected a sale's id, got {sale[:40]!r}")
         flash = await run_in_threadpool(admin_page.retry, rt, int(sale))
         worker: WorkerProcess | None = request.app.state.worker
@@ -426,10 +442,13 @@ def create_app(
         Route("/webhooks/{source}", webhook, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_page, methods=["GET"]),
+        Route("/openapi.json", openapi_page, methods=["GET"]),
         Route("/invoices/{name:path}", invoice_pdf, methods=["GET"]),
         Route("/exports/{name}", export, methods=["GET"]),
         Route("/admin", admin, methods=["GET"]),
         Route("/admin/retry", admin_retry, methods=["POST"]),
         Route("/admin/resend", admin_resend, methods=["POST"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error}
+    )

@@ -46,7 +46,8 @@ class Fields:
 
     def id(self) -> str:
         value = self.data.get("id")
-        if not isinstance(value, str) or not value or len(value) > 255:
+        # printable: a NUL in a key is a 500 on PostgreSQL (found by fuzzing)
+        if not isinstance(value, str) or not value or len(value) > 255 or not value.isprintable():
             raise self._bad("id", "the object's id")
         return value
 
@@ -101,7 +102,7 @@ class Fields:
         value = self.data.get(key)
         if value is None or value == "":
             return None
-        if isinstance(value, str) and len(value) <= 255:
+        if isinstance(value, str) and len(value) <= 255 and value.isprintable():
             return value
         if isinstance(value, dict):
             return Fields(value, self._where(key)).id()

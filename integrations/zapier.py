@@ -42,6 +42,9 @@ CANONICAL = (
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 AMOUNT = re.compile(r"^\d+(?:[.,]\d+)?$")
 MAX_AMOUNT = Decimal("1000000000")  # in major units: more is a mistake in the Zap
+MAX_QUANTITY = 10**9
+FIRST_PAID = datetime(2000, 1, 1, tzinfo=UTC)
+LAST_PAID = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 def _text(value: Any) -> str:
@@ -64,11 +67,15 @@ def _paid_at(text: str) -> datetime | None:
     try:
         if len(text) == 10:
             day = date.fromisoformat(text)
-            return datetime(day.year, day.month, day.day, tzinfo=UTC)
-        stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+            stamp = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        else:
+            stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            stamp = stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
+    except (ValueError, OverflowError):  # 0001-01-01T00:00+01:00 is before year 1 in UTC
         return None
-    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
+    # As for Stripe (stripe_lines.FIRST_STAMP): a sale is paid this century. Year 1 or 9999
+    # is a slip in the Zap, and would overflow the days around it that intake compares.
+    return stamp if FIRST_PAID <= stamp < LAST_PAID else None
 
 
 def _country_ok(code: str) -> bool:
@@ -134,8 +141,10 @@ def to_sale(
             quantity = int(data["quantity"])
         except ValueError:
             quantity = 0
-        if quantity < 1:
-            problems["quantity"] = "expected a whole number, 1 or more"
+        # At most Stripe's (stripe_lines.MAX_QUANTITY): 10**30 was numbered, then its PDF
+        # failed for ever (decimal.InvalidOperation, found by fuzzing).
+        if not 1 <= quantity <= MAX_QUANTITY:
+            problems["quantity"] = f"expected a whole number, 1 to {MAX_QUANTITY}"
     country = data.get("country", "").upper() or None
     if country and not _country_ok(country):
         problems["country"] = "expected an ISO 3166 alpha-2 code like FR"
@@ -143,7 +152,9 @@ def to_sale(
     if data.get("paid_at"):
         parsed = _paid_at(data["paid_at"])
         if parsed is None:
-            problems["paid_at"] = "expected an ISO 8601 date or date-time like 2026-03-01"
+            problems["paid_at"] = (
+                "expected an ISO 8601 date or date-time like 2026-03-01, from 2000 to 2099"
+            )
         else:
             paid_at = parsed
     if len(data.get("order_id", "")) > 200:
@@ -153,6 +164,12 @@ def to_sale(
             problems[name] = "longer than 200 characters"
     if len(data.get("payment_method", "")) > 50:
         problems["payment_method"] = "longer than 50 characters"
+    if len(data.get("stripe_payment_intent", "")) > 255:  # its column's (PostgreSQL checks)
+        problems["stripe_payment_intent"] = "longer than 255 characters"
+    for name in ("order_id", "stripe_payment_intent", "payment_method"):
+        # kept as keys and labels: a NUL in one is a 500 on PostgreSQL (found by fuzzing)
+        if name not in problems and not data.get(name, "").isprintable():
+            problems[name] = "control characters are not allowed"
     if problems:
         raise InvalidFields(problems)
     assert amount is not None

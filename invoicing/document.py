@@ -87,13 +87,19 @@ class InvoiceRenderer:
             # allows); its XMP properties are patched in after Typst.
             sys_inputs["facturx"] = xml.decode("utf-8")
             options["pdf_standards"] = ["a-3b"]
-        with self._lock:
-            pdf = self._compiler.compile(
-                format="pdf",
-                sys_inputs=sys_inputs,
-                timestamp=_utc(invoice.issued_at),
-                **options,
-            )
+        try:
+            pdf = self._compile(invoice, sys_inputs, options)
+        except typst.TypstError as exc:
+            if xml is None or "could not be displayed" not in str(exc):
+                raise
+            # PDF/A embeds every glyph it shows, and templates/fonts have none for some
+            # text (a buyer's name in Chinese, an emoji): the invoice is printed without
+            # Factur-X then, as when its data cannot be valid EN 16931, rather than never
+            # (it was numbered, then failed for ever: found by fuzzing).
+            log.warning("%s: rendered without Factur-X XML: %s", invoice.number, exc)
+            xml = None
+            del sys_inputs["facturx"]
+            pdf = self._compile(invoice, sys_inputs, {})
         if not isinstance(pdf, bytes):  # only a multi-page image export returns a list
             raise TypeError(f"Typst returned {type(pdf).__name__}, expected the PDF's bytes")
         if xml is not None:
@@ -101,6 +107,17 @@ class InvoiceRenderer:
 
             pdf = facturx.with_xmp(pdf)
         return pdf
+
+    def _compile(
+        self, invoice: Invoice, sys_inputs: dict[str, str], options: dict[str, Any]
+    ) -> Any:
+        with self._lock:
+            return self._compiler.compile(
+                format="pdf",
+                sys_inputs=sys_inputs,
+                timestamp=_utc(invoice.issued_at),
+                **options,
+            )
 
     def _facturx_xml(self, invoice: Invoice, seller: Seller, regime: str) -> bytes | None:
         """The CII XML of ``invoice``, made from the same figures as the page; None when

@@ -139,6 +139,13 @@ def _hot(conn: Connection) -> _Hot:
     return hot
 
 
+def storable(text: str) -> str:
+    """Text a TEXT column takes on PostgreSQL too, which refuses NUL: each one U+FFFD, as
+    the bytes that were not UTF-8 already are (a body or a reason quoting a Stripe field).
+    A NUL byte is never valid JSON, so no event stored as it arrived is changed by this."""
+    return text.replace("\x00", "\ufffd")
+
+
 def insert_event(
     conn: Connection, *, event_id: str, source: str, event_type: str, raw: str, now: datetime
 ) -> bool:
@@ -148,7 +155,7 @@ def insert_event(
         "source": source,
         "type": event_type,
         "received_at": now,
-        "raw": raw,
+        "raw": storable(raw),
         "outcome": EventOutcome.RECEIVED,
         "error": None,
         "sale_id": None,
@@ -161,7 +168,12 @@ def set_event_outcome(
 ) -> None:
     conn.execute(
         _hot(conn).event_outcome,
-        {"event_id": event_id, "b_outcome": outcome, "b_sale": sale_id, "b_error": error},
+        {
+            "event_id": event_id,
+            "b_outcome": outcome,
+            "b_sale": sale_id,
+            "b_error": None if error is None else storable(error),
+        },
     )
 
 
