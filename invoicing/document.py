@@ -25,13 +25,11 @@ from babel import Locale
 from slugify import slugify
 
 from invoicing import vat
-from invoicing.model import Invoice, Line, Seller
+from invoicing.model import Invoice, Line, Regime, Seller
 from invoicing.money import format_date, format_money, format_number
 
 KINDS = ("invoice", "credit_note")
-REGIMES = ("franchise", "standard", "oss", "reverse-charge", "training")
-TAXED_REGIMES = ("standard", "oss")  # a VAT rate per line and VAT per rate in the totals
-EXEMPT_REGIMES = ("franchise", "training")  # one "Total", the exemption text says why
+REGIMES = tuple(str(regime) for regime in Regime)
 DEFAULT_LANGUAGE = "fr"
 SLUG_MAX_LENGTH = 40
 # From this day every invoice prints the e-invoicing reform's mentions ([vat] setting).
@@ -198,10 +196,11 @@ class InvoiceRenderer:
         if buyer.email != heading:
             buyer_lines.append(buyer.email)
 
-        # A tax Stripe charged is printed as charged, whatever the regime says: hiding what
-        # the buyer paid would make a false invoice (the clash is `check`'s warning).
-        charged = invoice.tax != 0
-        taxed = regime in TAXED_REGIMES or charged
+        # What the regime means here (vat.treatment, which the Factur-X XML reads too): a
+        # tax Stripe charged is printed as charged, whatever the regime says, since hiding
+        # what the buyer paid would make a false invoice (the clash is `check`'s warning).
+        treatment = vat.treatment(regime, invoice.tax)
+        taxed = treatment.category == "S"  # a VAT rate per line and VAT per rate in the totals
         header = [t["description"], t["quantity"], t["unit_price"]]
         header += [t["tax_rate"]] if taxed else []
         header += [t["line_total"]]
@@ -222,7 +221,6 @@ class InvoiceRenderer:
             terms.append(t["nature"])
             if seller.vat_on_debits and reform:
                 terms.append(t["debits"])
-        treatment = vat.treatment(regime, invoice.tax)
         mention = t["mentions"].get(treatment.mention, "") if treatment.mention else ""
         if treatment.regime == "oss" and treatment.mention and buyer.country:
             mention = t["oss_country"].format(country=_country_name(buyer.country, lang))
@@ -240,7 +238,7 @@ class InvoiceRenderer:
                 "lines": [s for s in buyer_lines if s],
             },
             "table": {"header": header, "rows": rows},
-            "totals": self._totals(invoice, money, t, lang, regime),
+            "totals": self._totals(invoice, money, t, lang, treatment.category),
             "payment": _payment(invoice, t, lang),
             "regime_mention": mention,
             "terms": terms,
@@ -268,12 +266,12 @@ class InvoiceRenderer:
 
     @staticmethod
     def _totals(
-        invoice: Invoice, money: _Money, t: dict[str, Any], lang: str, regime: str
+        invoice: Invoice, money: _Money, t: dict[str, Any], lang: str, category: str
     ) -> list[dict[str, Any]]:
-        if regime in EXEMPT_REGIMES and not invoice.tax:
+        if category == "E":  # exempt: one "Total", the exemption's mention says why
             return [{"label": t["total"], "value": money(invoice.total), "strong": True}]
         rows = [{"label": t["subtotal"], "value": money(invoice.subtotal), "strong": False}]
-        if (regime in TAXED_REGIMES or invoice.tax) and invoice.tax_lines:
+        if category == "S" and invoice.tax_lines:
             for tax in invoice.tax_lines:
                 # Stripe tells the rate only when line taxes are expanded; without it the
                 # line still shows the VAT it charged, just without a percentage.
