@@ -148,9 +148,10 @@ def _fields(exc: BadRequest) -> dict[str, Any]:
     return {"fields": exc.fields} if exc.fields else {}
 
 
-def _health(request: Request) -> health.Health:
-    rt: Runtime = request.app.state.runtime
-    worker: WorkerProcess | None = request.app.state.worker
+def _health(app: Starlette) -> health.Health:
+    """What /healthz, /metrics and the stuck-worker watch read: this machine's worker."""
+    rt: Runtime = app.state.runtime
+    worker: WorkerProcess | None = app.state.worker
     return health.check(
         rt.engine,
         rt.clock(),
@@ -167,19 +168,10 @@ async def _watch(app: Starlette, worker: WorkerProcess) -> None:
     but never restarts it, so the service heals itself. The new child, alone on the
     machine, takes the dead one's jobs back at once (worker.py)."""
     rt: Runtime = app.state.runtime
-    every = rt.settings.job_lease_seconds
     while True:
-        await asyncio.sleep(every)
+        await asyncio.sleep(rt.settings.job_lease_seconds)
         try:
-            state = await run_in_threadpool(
-                health.check,
-                rt.engine,
-                rt.clock(),
-                worker_pid=worker.pid,
-                worker_alive=worker.running,
-                worker_age_seconds=worker.age_seconds,
-                lease_seconds=every,
-            )
+            state = await run_in_threadpool(_health, app)
         except Exception:
             log.exception("could not look at the worker's health")
             continue
@@ -190,13 +182,13 @@ async def _watch(app: Starlette, worker: WorkerProcess) -> None:
 
 async def healthz(request: Request) -> Response:
     """The database, the worker's heartbeat, the queue: 503 when a restart would help."""
-    state = await run_in_threadpool(_health, request)
+    state = await run_in_threadpool(_health, request.app)
     return JSONResponse(state.as_json(), status_code=200 if state.ok else 503)
 
 
 async def metrics_page(request: Request) -> Response:
     """Prometheus' text format: counts and the queue, never a buyer's data or a secret."""
-    state = await run_in_threadpool(_health, request)
+    state = await run_in_threadpool(_health, request.app)
     body, content_type = await run_in_threadpool(metrics.exposition, state)
     return Response(body, media_type=content_type)
 
