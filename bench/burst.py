@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 import tempfile
-import threading
 import time
 import uuid
 from collections import Counter
@@ -24,10 +23,9 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-from aiosmtpd.controller import Controller
-
 from bench.harness import (
     BenchError,
+    Inbox,
     Service,
     checkout_event,
     cpu_seconds,
@@ -35,6 +33,7 @@ from bench.harness import (
     info,
     run_main,
     service_env,
+    smtp_server,
     verdict,
     webhook_request,
 )
@@ -47,23 +46,6 @@ BUDGET_SECONDS = 20.0
 TIME_LIMIT = 180.0  # stop waiting for emails after this, budget or not
 SETTLE_SECONDS = 3.0  # after the last expected email, room for a doubled one to show up
 NUMBER = re.compile(r"F\d{4}-(\d{6})")
-
-
-class Inbox:
-    """The aiosmtpd handler: keeps each message's arrival time, recipients and bytes."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[float, list[str], bytes]] = []
-        self.lock = threading.Lock()
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        with self.lock:
-            self.received.append((time.perf_counter(), list(envelope.rcpt_tos), envelope.content))
-        return "250 OK"
-
-    def count(self) -> int:
-        with self.lock:
-            return len(self.received)
 
 
 def attachment_names(msg: EmailMessage) -> list[str]:
@@ -111,18 +93,15 @@ def burst(service: Service, inbox: Inbox) -> dict[str, Any]:
 def main() -> int:
     heading(f"burst: {SALES} sales posted at once ({CONCURRENCY} in flight) → emails over SMTP")
     inbox = Inbox()
-    smtp_port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
-    controller.start()
-    try:
-        with tempfile.TemporaryDirectory(prefix="invoicehook-bench-burst-") as tmp:
-            folder = Path(tmp)
-            port = free_port()
-            env = service_env(folder, port, EMAIL_URL=f"smtp://127.0.0.1:{smtp_port}")
-            with Service.serve(env, folder, port) as service:
-                figures = burst(service, inbox)
-    finally:
-        controller.stop()
+    with (
+        smtp_server(inbox) as email_url,
+        tempfile.TemporaryDirectory(prefix="invoicehook-bench-burst-") as tmp,
+    ):
+        folder = Path(tmp)
+        port = free_port()
+        env = service_env(folder, port, EMAIL_URL=email_url)
+        with Service.serve(env, folder, port) as service:
+            figures = burst(service, inbox)
 
     with inbox.lock:
         received = list(inbox.received)

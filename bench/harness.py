@@ -17,7 +17,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -264,6 +265,62 @@ def cpu_seconds(pid: int) -> float:
         fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
+
+
+# --- the mail server the service sends to -------------------------------------------------
+
+
+class Inbox:
+    """An aiosmtpd handler: each message's arrival time, recipients and bytes. With
+    ``answer`` cleared, DATA hangs (a mail server that stopped answering) until it is set;
+    a message whose client went away meanwhile is not delivered."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.received: list[tuple[float, list[str], bytes]] = []
+        self.lock = threading.Lock()
+        self.answer = threading.Event()
+        self.answer.set()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        import asyncio
+
+        while not self.answer.is_set():
+            await asyncio.sleep(0.02)
+        transport = getattr(server, "transport", None)
+        if transport is not None and transport.is_closing():
+            return "421 client went away"
+        with self.lock:
+            self.received.append((time.perf_counter(), list(envelope.rcpt_tos), envelope.content))
+        return "250 OK"
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.received)
+
+    def recipients(self) -> list[str]:
+        with self.lock:
+            return [address for _, rcpts, _ in self.received for address in rcpts]
+
+
+@contextmanager
+def smtp_server(inbox: Inbox) -> Iterator[str]:
+    """aiosmtpd on a free port of 127.0.0.1, for the service's EMAIL_URL."""
+    import logging
+
+    from aiosmtpd.controller import Controller
+
+    from tests.conftest import free_port
+
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield f"smtp://127.0.0.1:{port}"
+    finally:
+        controller.stop()
 
 
 # --- Stripe events --------------------------------------------------------------------------

@@ -14,22 +14,17 @@ Budget: every sale emailed within 10 s of the restart; none lost, none twice.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import os
 import signal
 import tempfile
-import threading
 import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any
-
-from aiosmtpd.controller import Controller
 
 from bench.harness import (
     BenchError,
+    Inbox,
     Service,
     checkout_event,
     family,
@@ -38,6 +33,7 @@ from bench.harness import (
     info,
     run_main,
     service_env,
+    smtp_server,
     verdict,
     webhook_request,
 )
@@ -49,81 +45,57 @@ BUDGET_SECONDS = 10.0
 TIME_LIMIT = 120.0
 
 
-class HangingInbox:
-    def __init__(self) -> None:
-        self.answer = threading.Event()  # cleared: DATA hangs
-        self.recipients: list[str] = []
-        self.lock = threading.Lock()
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        while not self.answer.is_set():
-            await asyncio.sleep(0.02)
-        transport = getattr(server, "transport", None)
-        if transport is None or transport.is_closing():
-            return "421 client went away"  # never acknowledged: not delivered
-        with self.lock:
-            self.recipients.extend(envelope.rcpt_tos)
-        return "250 OK"
-
-    def count(self) -> int:
-        with self.lock:
-            return len(self.recipients)
-
-
 def main() -> int:
     heading(f"recovery: kill -9 mid-burst of {SALES} sales, restart → all emailed")
-    logging.getLogger("mail.log").setLevel(logging.WARNING)
-    inbox = HangingInbox()
-    smtp_port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
-    controller.start()
-    try:
-        with tempfile.TemporaryDirectory(prefix="invoicehook-bench-recovery-") as tmp:
-            folder = Path(tmp)
-            port = free_port()
-            env = service_env(folder, port, EMAIL_URL=f"smtp://127.0.0.1:{smtp_port}", **fly_env())
-            first = Service.serve(env, folder, port).start()
-            run_id = uuid.uuid4().hex[:8]
-            requests = [
-                webhook_request(
-                    checkout_event(f"{run_id}_{n}", email=f"buyer{n}@example.org"),
-                    f"127.0.0.1:{port}",
-                )
-                for n in range(SALES)
-            ]
+    inbox = Inbox()
+    inbox.answer.clear()  # the mail server hangs: the worker has jobs in hand when killed
+    with (
+        smtp_server(inbox) as email_url,
+        tempfile.TemporaryDirectory(prefix="invoicehook-bench-recovery-") as tmp,
+    ):
+        folder = Path(tmp)
+        port = free_port()
+        env = service_env(folder, port, EMAIL_URL=email_url, **fly_env())
+        first = Service.serve(env, folder, port).start()
+        run_id = uuid.uuid4().hex[:8]
+        requests = [
+            webhook_request(
+                checkout_event(f"{run_id}_{n}", email=f"buyer{n}@example.org"),
+                f"127.0.0.1:{port}",
+            )
+            for n in range(SALES)
+        ]
 
-            async def post() -> None:
-                async with Pool("127.0.0.1", port, 10) as pool:
-                    load = await pool.run(requests, 10, timeout=TIME_LIMIT)
-                if load.outcomes.get("accepted", 0) != SALES:
-                    raise BenchError(f"posting: {dict(load.outcomes)}")
+        async def post() -> None:
+            async with Pool("127.0.0.1", port, 10) as pool:
+                load = await pool.run(requests, 10, timeout=TIME_LIMIT)
+            if load.outcomes.get("accepted", 0) != SALES:
+                raise BenchError(f"posting: {dict(load.outcomes)}")
 
-            run_loop(post())
-            deadline = time.monotonic() + 30
-            while first.get_json("/healthz")[1]["queue"].get("running", 0) < 1:
-                if time.monotonic() > deadline:
-                    raise BenchError("no job was running before the kill")
-                time.sleep(0.05)
-            held = first.get_json("/healthz")[1]["queue"].get("running", 0)
-            for pid in family(first.pid):
-                os.kill(pid, signal.SIGKILL)
-            assert first.proc is not None
-            first.proc.wait(10)
-            time.sleep(0.5)  # the worker child is gone too
-            inbox.answer.set()
-            restarted = time.perf_counter()
-            second = Service.serve(env, folder, port).start()
-            try:
-                healthy = time.perf_counter() - restarted
-                while inbox.count() < SALES and time.perf_counter() - restarted < TIME_LIMIT:
-                    time.sleep(0.02)
-                emailed = time.perf_counter() - restarted
-                time.sleep(2)  # room for a doubled email to show up
-            finally:
-                second.stop()
-    finally:
-        controller.stop()
-    recipients = Counter(inbox.recipients)
+        run_loop(post())
+        deadline = time.monotonic() + 30
+        while first.get_json("/healthz")[1]["queue"].get("running", 0) < 1:
+            if time.monotonic() > deadline:
+                raise BenchError("no job was running before the kill")
+            time.sleep(0.05)
+        held = first.get_json("/healthz")[1]["queue"].get("running", 0)
+        for pid in family(first.pid):
+            os.kill(pid, signal.SIGKILL)
+        assert first.proc is not None
+        first.proc.wait(10)
+        time.sleep(0.5)  # the worker child is gone too
+        inbox.answer.set()
+        restarted = time.perf_counter()
+        second = Service.serve(env, folder, port).start()
+        try:
+            healthy = time.perf_counter() - restarted
+            while inbox.count() < SALES and time.perf_counter() - restarted < TIME_LIMIT:
+                time.sleep(0.02)
+            emailed = time.perf_counter() - restarted
+            time.sleep(2)  # room for a doubled email to show up
+        finally:
+            second.stop()
+    recipients = Counter(inbox.recipients())
     info("jobs in hand when killed", str(held))
     info("restart → /healthz 200", f"{healthy:.2f} s")
     info("emails received / distinct buyers", f"{sum(recipients.values())} / {len(recipients)}")

@@ -17,10 +17,8 @@ than one (≥ 0.9 × its throughput, for the noise of a shared machine).
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import tempfile
-import threading
 import time
 import uuid
 from collections import Counter
@@ -28,11 +26,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from aiosmtpd.controller import Controller
 from sqlalchemy import create_engine, text
 
 from bench.harness import (
     BenchError,
+    Inbox,
     Service,
     checkout_event,
     fly_env,
@@ -40,6 +38,7 @@ from bench.harness import (
     info,
     run_main,
     service_env,
+    smtp_server,
     verdict,
     webhook_request,
 )
@@ -49,21 +48,6 @@ from tests.conftest import free_port
 SALES = 300
 IN_FLIGHT = 20
 TIME_LIMIT = 300.0
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.recipients: list[str] = []
-        self.lock = threading.Lock()
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        with self.lock:
-            self.recipients.extend(envelope.rcpt_tos)
-        return "250 OK"
-
-    def count(self) -> int:
-        with self.lock:
-            return len(self.recipients)
 
 
 @contextlib.contextmanager
@@ -94,57 +78,55 @@ def numbers(url: str) -> list[int]:
 
 def run(base: str, machines: int) -> dict[str, Any]:
     inbox = Inbox()
-    smtp_port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=smtp_port)
-    controller.start()
-    try:
-        with database(base) as url, tempfile.TemporaryDirectory(prefix="ih-bench-scale-") as tmp:
-            services = []
-            for n in range(machines):
-                folder = Path(tmp) / f"m{n}"
-                folder.mkdir()
-                port = free_port()
-                env = service_env(
-                    folder,
-                    port,
-                    DATABASE_URL=url,
-                    EMAIL_URL=f"smtp://127.0.0.1:{smtp_port}",
-                    **fly_env(),
-                )
-                env.pop("WORKER_CONCURRENCY", None)  # PostgreSQL: the default, not SQLite's 2
-                services.append(Service.serve(env, folder, port).start())
-            try:
-                run_id = uuid.uuid4().hex[:8]
-                pools: dict[int, list[bytes]] = {s.port: [] for s in services}
-                for n in range(SALES):
-                    target = services[n % machines]
-                    body = checkout_event(f"{run_id}_{n}", email=f"buyer{n}@example.org")
-                    pools[target.port].append(webhook_request(body, f"127.0.0.1:{target.port}"))
+    with (
+        smtp_server(inbox) as email_url,
+        database(base) as url,
+        tempfile.TemporaryDirectory(prefix="ih-bench-scale-") as tmp,
+    ):
+        services = []
+        for n in range(machines):
+            folder = Path(tmp) / f"m{n}"
+            folder.mkdir()
+            port = free_port()
+            env = service_env(
+                folder,
+                port,
+                DATABASE_URL=url,
+                EMAIL_URL=email_url,
+                **fly_env(),
+            )
+            env.pop("WORKER_CONCURRENCY", None)  # PostgreSQL: the default, not SQLite's 2
+            services.append(Service.serve(env, folder, port).start())
+        try:
+            run_id = uuid.uuid4().hex[:8]
+            pools: dict[int, list[bytes]] = {s.port: [] for s in services}
+            for n in range(SALES):
+                target = services[n % machines]
+                body = checkout_event(f"{run_id}_{n}", email=f"buyer{n}@example.org")
+                pools[target.port].append(webhook_request(body, f"127.0.0.1:{target.port}"))
 
-                async def post() -> None:
-                    import asyncio
+            async def post() -> None:
+                import asyncio
 
-                    async def one(port: int, requests: list[bytes]) -> None:
-                        async with Pool("127.0.0.1", port, IN_FLIGHT // machines) as pool:
-                            load = await pool.run(requests, IN_FLIGHT // machines, timeout=60)
-                        if load.outcomes.get("accepted", 0) != len(requests):
-                            raise BenchError(f"posting: {dict(load.outcomes)}")
+                async def one(port: int, requests: list[bytes]) -> None:
+                    async with Pool("127.0.0.1", port, IN_FLIGHT // machines) as pool:
+                        load = await pool.run(requests, IN_FLIGHT // machines, timeout=60)
+                    if load.outcomes.get("accepted", 0) != len(requests):
+                        raise BenchError(f"posting: {dict(load.outcomes)}")
 
-                    await asyncio.gather(*(one(p, r) for p, r in pools.items()))
+                await asyncio.gather(*(one(p, r) for p, r in pools.items()))
 
-                start = time.perf_counter()
-                run_loop(post())
-                while inbox.count() < SALES and time.perf_counter() - start < TIME_LIMIT:
-                    time.sleep(0.02)
-                seconds = time.perf_counter() - start
-                time.sleep(2)  # room for a doubled email to show up
-                seqs = numbers(url)
-            finally:
-                for service in services:
-                    service.stop()
-    finally:
-        controller.stop()
-    recipients = Counter(inbox.recipients)
+            start = time.perf_counter()
+            run_loop(post())
+            while inbox.count() < SALES and time.perf_counter() - start < TIME_LIMIT:
+                time.sleep(0.02)
+            seconds = time.perf_counter() - start
+            time.sleep(2)  # room for a doubled email to show up
+            seqs = numbers(url)
+        finally:
+            for service in services:
+                service.stop()
+    recipients = Counter(inbox.recipients())
     return {
         "seconds": seconds,
         "emailed": len(recipients),
@@ -159,7 +141,6 @@ def main() -> int:
     if not base:
         info("skipped", "set BENCH_DATABASE_URL or TEST_DATABASE_URL to a PostgreSQL server")
         return 0
-    logging.getLogger("mail.log").setLevel(logging.WARNING)
     one = run(base, 1)
     two = run(base, 2)
     for label, figures in (("one machine", one), ("two machines", two)):
