@@ -584,6 +584,52 @@ def build(invoice: Invoice | None = None, **overrides: Any) -> EmailMessage:
     return build_invoice_message(invoice or make_invoice(), SELLER, **kwargs)
 
 
+# --- the printed invoice: what the PDF and Factur-X tests render ---------------------------
+
+PRINT_ISSUED_AT = datetime(2026, 11, 25, 14, 3, 7, tzinfo=UTC)
+PRINT_SELLER = Seller(
+    name="Zoé Dupont",
+    address=("12 rue des Lilas", "75011 Paris"),
+    country="FR",
+    siren="732829320",
+    email="zoe@example.com",
+)
+PRINT_CONSUMER = Buyer(
+    name="Marc Petit",
+    email="marc@example.com",
+    address=("3 place du Marché", "69002 Lyon"),
+    country="FR",
+)
+PRINT_COMPANY = Buyer(  # a business of another member state, its VAT number valid
+    name="Léa Martin",
+    email="compta@atelier.example",
+    address=("Friedrichstraße 10", "10117 Berlin"),
+    country="DE",
+    vat_number="DE136695976",
+    business_name="Atelier Martin GmbH",
+)
+PRINT_COURSE = Line("Cours en ligne : Aquarelle", 1, 19900, 19900)
+
+
+def printed_invoice(**changes: Any) -> Invoice:
+    """F2026-000123: one 199 € course to a French consumer, paid, no VAT."""
+    invoice = Invoice(
+        number="F2026-000123",
+        kind="invoice",
+        issued_at=PRINT_ISSUED_AT,
+        sale_date=date(2026, 11, 25),
+        currency="EUR",
+        buyer=PRINT_CONSUMER,
+        lines=(PRINT_COURSE,),
+        subtotal=19900,
+        tax=0,
+        total=19900,
+        payment_reference="pi_3QabcDEF",
+        language="fr",
+    )
+    return replace(invoice, **changes)
+
+
 # --- Google: the fake, and the ledger's Sheet in it -----------------------------------------
 
 SHEET = "1AbCdEfGhIjKlMnOp"

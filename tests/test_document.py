@@ -19,50 +19,22 @@ from pypdf import PdfReader
 
 from invoicing.document import InvoiceRenderer, ascii_name, pdf_filename, storage_key
 from invoicing.model import Buyer, Invoice, Line, Seller, TaxLine
-from tests.conftest import ROOT, TEMPLATES, pdf_text, spaced
-
-ISSUED_AT = datetime(2026, 11, 25, 14, 3, 7, tzinfo=UTC)
-
-SELLER = Seller(
-    name="Zoé Dupont",
-    address=("12 rue des Lilas", "75011 Paris"),
-    country="FR",
-    siren="732829320",
-    email="zoe@example.com",
+from tests.conftest import (
+    PRINT_COMPANY,
+    PRINT_CONSUMER,
+    PRINT_COURSE,
+    PRINT_ISSUED_AT,
+    PRINT_SELLER,
+    ROOT,
+    TEMPLATES,
+    pdf_text,
+    printed_invoice,
+    spaced,
 )
-CONSUMER = Buyer(
-    name="Marc Petit",
-    email="marc@example.com",
-    address=("3 place du Marché", "69002 Lyon"),
-    country="FR",
-)
-COMPANY = Buyer(
-    name="Léa Martin",
-    email="compta@atelier.example",
-    address=("Friedrichstraße 10", "10117 Berlin"),
-    country="DE",
-    vat_number="DE136695976",
-    business_name="Atelier Martin GmbH",
-)
-COURSE = Line(description="Cours en ligne : Aquarelle", quantity=1, unit_amount=19900, amount=19900)
 
-
-def make_invoice(**changes: Any) -> Invoice:
-    invoice = Invoice(
-        number="F2026-000123",
-        kind="invoice",
-        issued_at=ISSUED_AT,
-        sale_date=date(2026, 11, 25),
-        currency="EUR",
-        buyer=CONSUMER,
-        lines=(COURSE,),
-        subtotal=19900,
-        tax=0,
-        total=19900,
-        payment_reference="pi_3QabcDEF",
-        language="fr",
-    )
-    return replace(invoice, **changes)
+ISSUED_AT = PRINT_ISSUED_AT
+SELLER, CONSUMER, COMPANY, COURSE = PRINT_SELLER, PRINT_CONSUMER, PRINT_COMPANY, PRINT_COURSE
+make_invoice = printed_invoice
 
 
 def taxed_invoice(**changes: Any) -> Invoice:

@@ -26,9 +26,20 @@ from lxml import etree
 from invoicing.document import InvoiceRenderer
 from invoicing.model import Buyer, Invoice, Line, Seller, TaxLine
 from invoicing.money import format_money, precision
-from tests.conftest import ROOT, TEMPLATES, pdf_text, spaced
+from tests.conftest import (
+    PRINT_COMPANY,
+    PRINT_CONSUMER,
+    PRINT_COURSE,
+    PRINT_ISSUED_AT,
+    PRINT_SELLER,
+    ROOT,
+    TEMPLATES,
+    pdf_text,
+    printed_invoice,
+    spaced,
+)
 
-ISSUED_AT = datetime(2026, 11, 25, 14, 3, 7, tzinfo=UTC)
+ISSUED_AT = PRINT_ISSUED_AT
 NS = {
     "rsm": "urn:un:unece:uncefact:data:standard:CrossIndustryInvoice:100",
     "ram": "urn:un:unece:uncefact:data:standard:ReusableAggregateBusinessInformationEntity:100",
@@ -41,28 +52,10 @@ SCHEMATRONS = {
     "fr-ctc": "cii-schematron-fr-ctc/BR-FR-Flux2-Schematron-CII.xslt",
 }
 
-SELLER = Seller(
-    name="Zoé Dupont",
-    address=("12 rue des Lilas", "75011 Paris"),
-    country="FR",
-    siren="732829320",
-    email="zoe@example.com",
-)
+SELLER = PRINT_SELLER
 VAT_SELLER = replace(SELLER, vat_number="FR44732829320")
-CONSUMER = Buyer(
-    name="Marc Petit",
-    email="marc@example.com",
-    address=("3 place du Marché", "69002 Lyon"),
-    country="FR",
-)
-EU_COMPANY = Buyer(
-    name="Léa Martin",
-    email="compta@atelier.example",
-    address=("Friedrichstraße 10", "10117 Berlin"),
-    country="DE",
-    vat_number="DE136695976",
-    business_name="Atelier Martin GmbH",
-)
+CONSUMER = PRINT_CONSUMER
+EU_COMPANY = PRINT_COMPANY
 FR_COMPANY = Buyer(
     name="Paul Durand",
     email="compta@durand.example",
@@ -72,26 +65,11 @@ FR_COMPANY = Buyer(
     business_name="Durand Conseil SARL",
     siren="303265045",
 )
-COURSE = Line("Cours en ligne : Aquarelle", 1, 19900, 19900)
+COURSE = PRINT_COURSE
 
 
 def invoice(**changes: Any) -> Invoice:
-    base = Invoice(
-        number="F2026-000123",
-        kind="invoice",
-        issued_at=ISSUED_AT,
-        sale_date=date(2026, 11, 25),
-        currency="EUR",
-        buyer=CONSUMER,
-        lines=(COURSE,),
-        subtotal=19900,
-        tax=0,
-        total=19900,
-        payment_reference="pi_3QabcDEF",
-        language="fr",
-        timezone="Europe/Paris",
-    )
-    return replace(base, **changes)
+    return printed_invoice(**{"timezone": "Europe/Paris", **changes})
 
 
 def taxed(**changes: Any) -> Invoice:
