@@ -4,7 +4,7 @@ VENV := .venv
 UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install browser test lint demo serve bench clean
+.PHONY: install browser pango test lint demo serve bench clean
 
 install: $(STAMP)
 
@@ -39,7 +39,17 @@ demo: $(STAMP)
 serve: $(STAMP)
 	$(VENV)/bin/invoicehook serve
 
-bench: $(STAMP)
+# bench/render.py sets WeasyPrint beside Typst; WeasyPrint needs Debian's Pango, installed
+# the same way when absent. Without it the benchmarks still run and that row says why.
+PANGO := libpango-1.0-0 libpangoft2-1.0-0
+PANGO_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(PANGO)
+PANGO_PRESENT := dpkg -s $(PANGO) >/dev/null 2>&1
+
+pango:
+	@$(PANGO_PRESENT) || $(PANGO_INSTALL) || { apt-get update && $(PANGO_INSTALL); } \
+		|| echo "make pango: $(PANGO) could not be installed; no WeasyPrint comparison" >&2
+
+bench: $(STAMP) pango
 	$(VENV)/bin/python bench/run_all.py
 
 clean:
