@@ -55,6 +55,28 @@ def run_main(main: Callable[[], int]) -> NoReturn:
 
 # --- reporting ------------------------------------------------------------------------------
 
+# run_all.py names a file here for each benchmark; every verdict() and note() appends one
+# JSON line to it, and run_all prints them all as one table at the end. Run alone, a
+# benchmark only prints.
+FIGURES_ENV = "BENCH_FIGURES"
+
+
+def record(
+    figure: str,
+    value: str,
+    budget: str = "",
+    outcome: str = "—",
+    **raw: float | str | bool | None,
+) -> None:
+    """One row of run_all's table: the figure, its value and budget as printed, PASS, OVER
+    or "—" (a figure shown for what it is, with no budget); ``raw`` holds the numbers."""
+    path = os.environ.get(FIGURES_ENV)
+    if not path:
+        return
+    row = {"figure": figure, "value": value, "budget": budget, "verdict": outcome, **raw}
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(json.dumps(row, ensure_ascii=False) + "\n")
+
 
 def verdict(
     label: str, value: float, budget: float, unit: str, *, at_least: bool = False, fmt: str = ".1f"
@@ -67,11 +89,29 @@ def verdict(
         f"  {'PASS' if ok else 'OVER'}"
     )
     print(line, flush=True)
+    record(
+        label,
+        f"{value:{fmt}} {unit}".strip(),
+        f"{op} {budget:g} {unit}".strip(),
+        "PASS" if ok else "OVER",
+        number=value,
+        limit=budget,
+        unit=unit,
+        at_least=at_least,
+    )
     return ok
 
 
 def info(label: str, value: str) -> None:
+    """A line of the benchmark's own detail (not in run_all's table)."""
     print(f"  {label:<40} {value}", flush=True)
+
+
+def note(label: str, value: str, **raw: float | str | bool | None) -> None:
+    """A figure with no budget: printed as info() is, and an informational ("—") row of
+    run_all's table."""
+    info(label, value)
+    record(label, value, **raw)
 
 
 def heading(title: str) -> None:
