@@ -41,7 +41,7 @@ serve: $(STAMP)
 
 # bench/render.py sets WeasyPrint beside Typst; WeasyPrint needs Debian's Pango, installed
 # the same way when absent. Without it the benchmarks still run and that row says why.
-PANGO := libpango-1.0-0 libpangoft2-1.0-0
+PANGO := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0
 PANGO_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(PANGO)
 PANGO_PRESENT := dpkg -s $(PANGO) >/dev/null 2>&1
 

@@ -66,14 +66,14 @@ def record(
     value: str,
     budget: str = "",
     outcome: str = "—",
-    **raw: float | str | bool | None,
+    raw: dict[str, float | str | bool | None] | None = None,
 ) -> None:
     """One row of run_all's table: the figure, its value and budget as printed, PASS, OVER
     or "—" (a figure shown for what it is, with no budget); ``raw`` holds the numbers."""
     path = os.environ.get(FIGURES_ENV)
     if not path:
         return
-    row = {"figure": figure, "value": value, "budget": budget, "verdict": outcome, **raw}
+    row = {"figure": figure, "value": value, "budget": budget, "verdict": outcome, **(raw or {})}
     with open(path, "a", encoding="utf-8") as out:
         out.write(json.dumps(row, ensure_ascii=False) + "\n")
 
@@ -94,10 +94,7 @@ def verdict(
         f"{value:{fmt}} {unit}".strip(),
         f"{op} {budget:g} {unit}".strip(),
         "PASS" if ok else "OVER",
-        number=value,
-        limit=budget,
-        unit=unit,
-        at_least=at_least,
+        {"number": value, "limit": budget, "unit": unit, "at_least": at_least},
     )
     return ok
 
@@ -111,7 +108,7 @@ def note(label: str, value: str, **raw: float | str | bool | None) -> None:
     """A figure with no budget: printed as info() is, and an informational ("—") row of
     run_all's table."""
     info(label, value)
-    record(label, value, **raw)
+    record(label, value, raw=raw)
 
 
 def heading(title: str) -> None:
