@@ -7,8 +7,10 @@ connections busy, each with one request in flight, and alternates the two routes
 by round with the same request bytes apart from the path. Every webhook request is a
 distinct, correctly signed, paid ``checkout.session.completed``.
 
-Budgets: webhook p99 ≤ 20 ms at 200 concurrent requests; webhook throughput ≥ 50 % of
-the bare route's.
+Budgets (issue 12): one request at a time, the webhook's p50 ≤ 1 ms and its p99 ≤ 20 ms
+(DESIGN's "< 20 ms" ack); at 200 concurrent, the webhook's throughput ≥ 50 % of the bare
+route's. The bare route's req/s and the webhook's p99 at 200 concurrent are shown without
+a budget: with 200 always in flight, Little's law makes that p99 follow the throughput.
 
     .venv/bin/python bench/ack.py [--no-worker]
 
@@ -32,6 +34,7 @@ from bench.harness import (
     cpu_seconds,
     heading,
     info,
+    note,
     percentile,
     run_main,
     service_env,
@@ -45,7 +48,8 @@ CONCURRENCY = 200
 PER_ROUTE = 2000  # requests per route per round
 ROUNDS = 4  # alternating which route goes first
 WARMUP = 400
-P99_BUDGET_MS = 20.0
+P50_ALONE_BUDGET_MS = 1.0  # one request at a time
+P99_ALONE_BUDGET_MS = 20.0
 SHARE_BUDGET = 50.0  # webhook throughput as a % of the bare route's
 ROUTES = ("/bare", "/webhooks/stripe")
 
@@ -55,6 +59,7 @@ class Totals:
     latencies: list[float] = field(default_factory=list)
     requests: int = 0
     wall: float = 0.0
+    alone: Load | None = None  # the run at concurrency 1
 
     def add(self, load: Load) -> None:
         self.latencies += load.latencies
@@ -97,14 +102,14 @@ async def rounds(service: Service, pool: Pool, traffic: Traffic) -> dict[str, To
         if load.errors or set(load.statuses) != {200}:
             raise BenchError(f"warm-up of {path}: {dict(load.statuses)}, {load.errors} errors")
 
+    totals = {path: Totals() for path in ROUTES}
     for path in ROUTES:  # one request at a time: the service time without any queueing
-        load = await pool.run(traffic.batch(path, 200), 1)
+        load = totals[path].alone = await pool.run(traffic.batch(path, 200), 1)
         info(
             f"{path} alone (concurrency 1)",
             f"p50 {load.ms(50):.2f} ms, p99 {load.ms(99):.2f} ms, {load.throughput:,.0f} req/s",
         )
 
-    totals = {path: Totals() for path in ROUTES}
     for number in range(ROUNDS):
         for path in ROUTES if number % 2 == 0 else reversed(ROUTES):
             requests = traffic.batch(path, PER_ROUTE)
@@ -157,21 +162,27 @@ def main(argv: list[str] | None = None) -> int:
             f"{path}",
             f"{total.throughput:,.0f} req/s, p50 {total.ms(50):.1f} ms, p99 {total.ms(99):.1f} ms",
         )
-    verdict("webhook p99 latency", hook.ms(99), P99_BUDGET_MS, "ms")
-    bare_ok = "within" if bare.ms(99) <= P99_BUDGET_MS else "over"
-    info("bare route p99, same load", f"{bare.ms(99):.1f} ms ({bare_ok} the webhook's budget)")
+    alone = hook.alone
+    if alone is None or not alone.latencies:
+        raise BenchError("no webhook was answered at concurrency 1")
+    verdict("webhook p50, concurrency 1", alone.ms(50), P50_ALONE_BUDGET_MS, "ms", fmt=".2f")
+    verdict("webhook p99, concurrency 1", alone.ms(99), P99_ALONE_BUDGET_MS, "ms", fmt=".2f")
     verdict(
-        "webhook throughput as % of bare route",
+        f"webhook throughput at {CONCURRENCY}, % of bare",
         100 * hook.throughput / bare.throughput,
         SHARE_BUDGET,
         "%",
         at_least=True,
     )
+    for label, total in (("bare route", bare), ("webhook", hook)):
+        rate = total.throughput
+        note(f"{label}, {CONCURRENCY} concurrent", f"{rate:,.0f} req/s", req_s=rate)
+    note(f"webhook p99, {CONCURRENCY} concurrent", f"{hook.ms(99):.1f} ms", ms=hook.ms(99))
     info(
         "note",
         f"with {CONCURRENCY} requests always in flight, latency ≈ {CONCURRENCY} / throughput"
-        f" (Little's law): p99 ≤ {P99_BUDGET_MS:g} ms needs"
-        f" ≥ {CONCURRENCY / P99_BUDGET_MS * 1000:,.0f} req/s",
+        f" (Little's law): {hook.throughput:,.0f} req/s gives a mean of"
+        f" {CONCURRENCY / hook.throughput * 1000:.0f} ms",
     )
     return 0
 
