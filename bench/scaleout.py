@@ -36,6 +36,7 @@ from bench.harness import (
     fly_env,
     heading,
     info,
+    note,
     run_main,
     service_env,
     smtp_server,
@@ -139,7 +140,7 @@ def main() -> int:
     heading(f"scaleout: {SALES} sales on PostgreSQL, one machine against two")
     base = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
     if not base:
-        info("skipped", "set BENCH_DATABASE_URL or TEST_DATABASE_URL to a PostgreSQL server")
+        note("skipped", "set BENCH_DATABASE_URL or TEST_DATABASE_URL (PostgreSQL)")
         return 0
     one = run(base, 1)
     two = run(base, 2)
