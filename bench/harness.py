@@ -49,6 +49,8 @@ def run_main(main: Callable[[], int]) -> NoReturn:
         code = main()
     except BenchError as exc:
         print(f"  BROKEN: {exc}", flush=True)
+        why = (str(exc).strip().splitlines() or ["?"])[0]
+        record("broke", why[:100], outcome="BROKEN")
         code = 1
     sys.exit(code)
 

@@ -85,7 +85,7 @@ def rows(name: str, code: int, figures: Path) -> list[dict[str, Any]]:
                 continue  # a line cut short by a benchmark stopped mid-write
     for row in found:
         row["figure"] = f"{name}: {row['figure']}"
-    if code != 0:
+    if code != 0 and not any(row.get("verdict") == "BROKEN" for row in found):
         why = "ran past its time limit" if code == -1 else f"exit code {code}"
         found.append({"figure": f"{name}: broke ({why})", "value": "", "verdict": "BROKEN"})
     elif not found:
