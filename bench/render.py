@@ -130,15 +130,20 @@ def describe(label: str, times: list[float]) -> None:
 
 
 def main() -> int:
+    # The service's logging shows INFO; pikepdf, WeasyPrint and fontTools say a lot there
+    # (WeasyPrint warns at every render when it subsets fonts without HarfBuzz: said once).
+    for name, level in (("pikepdf", "WARNING"), ("fontTools", "WARNING"), ("weasyprint", "ERROR")):
+        logging.getLogger(name).setLevel(level)
     heading("render: ms per invoice PDF, warm renderer")
     start = time.perf_counter()
     renderer = InvoiceRenderer(TEMPLATES_DIR, facturx=False)
     info("renderer built (compiler, fonts)", f"{(time.perf_counter() - start) * 1000:.0f} ms")
     typst = plain(renderer)
-    heading("render: ms per Factur-X invoice (XML + PDF/A-3b + XMP), warm renderer")
-    with_facturx(InvoiceRenderer(TEMPLATES_DIR, facturx=True))
+    # Right after Typst's loop, so that both see much the same load on a shared machine.
     heading(f"render: the same invoices by WeasyPrint, from bench/{HTML_PAGE.name}")
     weasyprint(renderer, typst)
+    heading("render: ms per Factur-X invoice (XML + PDF/A-3b + XMP), warm renderer")
+    with_facturx(InvoiceRenderer(TEMPLATES_DIR, facturx=True))
     return 0
 
 
@@ -192,10 +197,9 @@ def with_facturx(renderer: InvoiceRenderer) -> None:
 
 def weasyprint(renderer: InvoiceRenderer, typst: list[float]) -> None:
     """The different invoices again, by WeasyPrint from an equivalent HTML page: the same
-    data (``template_data``, which Typst's time includes too), Jinja2, then the PDF."""
-    # The service's logging shows INFO; WeasyPrint and fontTools say a lot there.
-    for name in ("weasyprint", "fontTools"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    data (``template_data``, which Typst's time includes too), Jinja2, then the PDF. Each
+    renderer runs warm in its own loop, as the worker would run it (interleaved, each
+    would evict the other's caches)."""
     try:
         import jinja2
         import weasyprint
