@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +39,7 @@ from sqlalchemy import (
     inspect,
     text,
 )
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
 
 metadata = MetaData()
 # Amounts in minor units: 64 bits (SQLite's INTEGER is already).
@@ -297,6 +297,47 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 10)
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+class DriverInsert:
+    """An INSERT of many rows of ``table`` straight to the driver's ``executemany`` (SQLite:
+    the group commit's batches, where Core's work for each statement costs more than
+    SQLite's). Each value is formatted by its column type's own bind processor, so the rows
+    are stored exactly as a Core ``insert`` would store them."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        self._built: dict[tuple[str, ...], tuple[str, list[Any]]] = {}
+
+    def run(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Insert ``rows``, which all have the same keys (columns left out take their
+        defaults)."""
+        if not rows:
+            return
+        names = tuple(rows[0])
+        built = self._built.get(names)
+        if built is None:
+            sql = (
+                f"INSERT INTO {self.table.name} ({', '.join(names)})"
+                f" VALUES ({', '.join('?' for _ in names)})"
+            )
+            processors = [bind_processor(self.table.c[name], conn.dialect) for name in names]
+            built = self._built[names] = (sql, processors)
+        sql, processors = built
+        pairs = list(zip(names, processors, strict=True))
+        values = [tuple(p(row[n]) if p else row[n] for n, p in pairs) for row in rows]
+        driver(conn).executemany(sql, values)
+
+
+def bind_processor(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
+    """How Core turns a value for ``column`` into what the driver stores (the dialect's
+    own type: SQLite keeps datetimes as text of one exact shape, JSON as text)."""
+    return column.type.dialect_impl(dialect).bind_processor(dialect)
+
+
+def driver(conn: Connection) -> Any:
+    """The driver's own connection under ``conn``, in ``conn``'s transaction."""
+    return conn.connection.driver_connection
 
 
 def is_postgres(engine: Engine | Connection) -> bool:
