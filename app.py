@@ -8,13 +8,12 @@ import functools
 import logging
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any, BinaryIO
 from urllib.parse import parse_qs, urlencode
 
 import anyio
 import anyio.to_thread
-from sqlalchemy.engine import Connection
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -33,7 +32,7 @@ from invoicing import health, metrics, openapi
 from invoicing.auth import REALM, AdminClosed, NotAdmin, check_admin
 from invoicing.errors import BadRequest, InvoicehookError, Rejected, TransientError, Unauthorized
 from invoicing.group_commit import GroupCommit
-from invoicing.intake import Outcome, record_in, reject_in
+from invoicing.intake import Arrival, Outcome, record_together
 from invoicing.model import EventOutcome
 from invoicing.months import Month
 from invoicing.runtime import Runtime, build_runtime
@@ -113,33 +112,29 @@ async def _webhook(request: Request, name: str) -> tuple[Response, str]:
         return error(exc.status, str(exc)), "unauthorized"
     except Rejected as exc:
         # Authentic but not valid: kept for the seller to see and replay, nothing else made.
-        rejected = exc
-        await _write(
-            request, lambda conn: reject_in(conn, source=name, rejected=rejected, now=rt.clock())
-        )
+        await _write(request, Arrival(name, rt.clock(), rejected=exc))
         return error(exc.cause.status, str(exc.cause), **_fields(exc.cause)), "rejected"
     except BadRequest as exc:
         return error(exc.status, str(exc), **_fields(exc)), "bad_request"
-    outcome: Outcome = await _write(
-        request, lambda conn: record_in(conn, source=name, delivery=delivery, now=rt.clock())
-    )
+    outcome = await _write(request, Arrival(name, rt.clock(), delivery=delivery))
+    assert outcome is not None  # a delivery always has one; only a rejection has none
     worker: WorkerProcess | None = request.app.state.worker
     if outcome.status == EventOutcome.ACCEPTED and worker is not None:
         worker.wake()
     return JSONResponse(outcome.as_json()), str(outcome.status)
 
 
-async def _write(request: Request, work: Callable[[Connection], Any]) -> Any:
-    """Run ``work`` in a committed write transaction: the group commit's next batch on
-    SQLite, a transaction of its own in the thread pool on PostgreSQL."""
+async def _write(request: Request, arrival: Arrival) -> Outcome | None:
+    """Record ``arrival`` in a committed write transaction: the group commit's next batch
+    on SQLite, a transaction of its own in the thread pool on PostgreSQL."""
     intake: GroupCommit | None = request.app.state.intake
     if intake is not None:
-        return await intake.submit(work)
+        return await intake.submit(arrival.record, arrival)
     rt: Runtime = request.app.state.runtime
 
-    def alone() -> Any:
+    def alone() -> Outcome | None:
         with write(rt.engine) as conn:
-            return work(conn)
+            return arrival.record(conn)
 
     return await anyio.to_thread.run_sync(alone, limiter=request.app.state.intake_limiter)
 
@@ -411,7 +406,11 @@ def create_app(
         # lock and fight over the interpreter lock. PostgreSQL takes them in parallel.
         app.state.intake_limiter = anyio.CapacityLimiter(16 if is_postgres(rt.engine) else 1)
         # SQLite: webhooks waiting together share one transaction (group_commit.py).
-        intake = None if is_postgres(rt.engine) else GroupCommit(rt.engine).start()
+        intake = (
+            None if is_postgres(rt.engine) else GroupCommit(rt.engine, together=record_together)
+        )
+        if intake is not None:
+            intake.start()
         app.state.intake = intake
         app.state.export_limiter = anyio.CapacityLimiter(1)
         watchdog = None

@@ -1,7 +1,7 @@
 """How fast ``POST /webhooks/stripe`` answers, next to a bare route on the same server.
 
-One uvicorn process serves ``bench.ack_app:make_app`` (the service plus ``POST /bare``)
-with the options ``invoicehook serve`` uses, on SQLite in a temporary folder, the worker
+One server process runs ``bench.ack_app`` (the service plus ``POST /bare``) exactly as
+``invoicehook serve`` runs the service, on SQLite in a temporary folder, the worker
 running as it does in production. The generator (this process) keeps 200 persistent
 connections busy, each with one request in flight, and alternates the two routes round
 by round with the same request bytes apart from the path. Every webhook request is a
@@ -113,14 +113,16 @@ async def rounds(service: Service, pool: Pool, traffic: Traffic) -> dict[str, To
     for number in range(ROUNDS):
         for path in ROUTES if number % 2 == 0 else reversed(ROUTES):
             requests = traffic.batch(path, PER_ROUTE)
-            server0 = cpu_seconds(service.pid)
+            server0, web0 = cpu_seconds(service.pid), cpu_seconds(service.pid, children=False)
             load = await pool.run(requests, CONCURRENCY)
             server_cpu = cpu_seconds(service.pid) - server0
+            web_cpu = cpu_seconds(service.pid, children=False) - web0
             outcomes = ", ".join(f"{k} {v}" for k, v in sorted(load.outcomes.items()))
             line = (
                 f"round {number + 1} {path:<17} {load.throughput:7,.0f} req/s  "
                 f"p50 {load.ms(50):6.1f} ms  p99 {load.ms(99):6.1f} ms  "
                 f"max {load.ms(100):6.1f} ms  server CPU {server_cpu / load.wall:4.0%}  "
+                f"web process {web_cpu / max(1, len(load.latencies)) * 1e6:4.0f} µs/req  "
                 f"client CPU {load.client_cpu / load.wall:4.0%}  [{outcomes}]"
             )
             if load.errors:
@@ -142,13 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="invoicehook-bench-ack-") as tmp:
         folder = Path(tmp)
         port = free_port()
-        argv = [
-            *(sys.executable, "-m", "uvicorn", "--factory", "bench.ack_app:make_app"),
-            *("--host", "127.0.0.1", "--port", str(port)),
-            # as `invoicehook serve` runs uvicorn: info level (access log on), proxy headers
-            *("--log-level", "info", "--proxy-headers", "--forwarded-allow-ips", "*"),
-        ]
-        env = service_env(folder, port, BENCH_WORKER=worker)
+        argv = [sys.executable, "-m", "bench.ack_app", str(port)]  # as `invoicehook serve`
+        # INFO, as the service runs by default: every request writes its access line
+        env = service_env(folder, port, BENCH_WORKER=worker, LOG_LEVEL="INFO")
         with Service(argv, env, folder, port) as service:
             totals = run_loop(measure(service))
             status, health = service.get_json("/healthz")

@@ -1,10 +1,12 @@
 """The service's app with one more route, ``POST /bare``, that answers 200 at once.
 
-``bench/ack.py`` serves this with uvicorn so that the webhook and a bare Starlette route
-share one server process, one event loop and one run: the gap between them is what the
-webhook's own work (signature, JSON, the SQLite commit in a thread) costs.
+``bench/ack.py`` serves this exactly as ``invoicehook serve`` serves the app (the same
+``cli.serve``: our access log, the bounded httptools protocol, the worker child), so that
+the webhook and a bare Starlette route share one server process, one event loop and one
+run: the gap between them is what the webhook's own work (signature, JSON, the SQLite
+commit) costs.
 
-    python -m uvicorn --factory bench.ack_app:make_app
+    python -m bench.ack_app PORT
 
 ``BENCH_WORKER=off`` leaves the worker stopped, to see what the acknowledgement costs alone.
 """
@@ -12,6 +14,7 @@ webhook's own work (signature, JSON, the SQLite commit in a thread) costs.
 from __future__ import annotations
 
 import os
+import sys
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -19,6 +22,8 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from app import create_app
+from invoicing.cli import serve
+from invoicing.runtime import check_wiring
 from invoicing.settings import load_settings
 
 
@@ -29,6 +34,10 @@ async def bare(request: Request) -> Response:
 
 def make_app() -> Starlette:
     worker = os.environ.get("BENCH_WORKER", "on") != "off"
-    app = create_app(load_settings(os.environ), start_worker=worker)
+    app = create_app(check_wiring(load_settings(os.environ)), start_worker=worker)
     app.router.routes.append(Route("/bare", bare, methods=["POST"]))
     return app
+
+
+if __name__ == "__main__":
+    serve(make_app, "127.0.0.1", int(sys.argv[1]))

@@ -296,11 +296,12 @@ def fly_env() -> dict[str, str]:
     return {k: str(v) for k, v in env.items() if not str(v).startswith(("sqlite:", "file:"))}
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` and of its live children (the worker process)."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+def cpu_seconds(pid: int, *, children: bool = True) -> float:
+    """User + system CPU time of ``pid`` and (``children``) of its live children (the
+    worker process)."""
+    kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split() if children else []
     total = 0
-    for member in (pid, *(int(c) for c in children)):
+    for member in (pid, *(int(c) for c in kids)):
         fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")

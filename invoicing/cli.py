@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from typing import TYPE_CHECKING
 
@@ -13,6 +13,7 @@ from invoicing.errors import InvoicehookError, SettingsError
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
+    from starlette.types import ASGIApp
 
     from invoicing.settings import Settings
 
@@ -25,27 +26,34 @@ def _settings() -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from app import create_app
 
     try:
         port = args.port if args.port is not None else int(os.environ.get("PORT", "8000"))
     except ValueError:
         raise SettingsError(f"PORT: expected a number, got {os.environ['PORT']!r}") from None
+    serve(lambda: create_app(_settings()), args.host, port)
+    return 0
+
+
+def serve(make_app: Callable[[], ASGIApp], host: str, port: int) -> None:
+    """Run the app ``make_app`` builds as the service runs it (bench/ack_app.py serves its
+    own app through here, so that its figures are the service's)."""
+    import uvicorn
+
     from invoicing import metrics
     from invoicing.httpserver import BoundedHttpToolsProtocol
     from invoicing.logs import AccessLog
 
     # Before prometheus-client is imported, here or in the worker child that inherits it.
     metrics_dir = metrics.prepare_directory()
-    app = create_app(_settings())
+    app = make_app()
     # uvicorn turns SIGTERM/SIGINT into a lifespan shutdown: the worker stops taking jobs
     # and finishes the ones in hand. Its own access log would print ?token=…: ours masks it,
     # and log_config=None leaves its lines to our handler.
     uvicorn.run(
         AccessLog(app),
-        host=args.host,
+        host=host,
         port=port,
         log_level="info",
         log_config=None,
@@ -56,7 +64,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         http=BoundedHttpToolsProtocol,  # httptools with the request's head bounded
     )
     metrics.remove_directory(metrics_dir)
-    return 0
 
 
 def cmd_work(args: argparse.Namespace) -> int:

@@ -28,7 +28,12 @@ NBSP = "\u00a0"
 
 def is_currency(code: str) -> bool:
     """Whether ``code`` is an ISO 4217 code CLDR knows ("EUR"; not "EURO", not "XYZ")."""
-    return len(code) == 3 and code.isalpha() and get_currency_name(code, locale="en") != code
+    return len(code) == 3 and code.isalpha() and _known(code)
+
+
+@lru_cache(maxsize=1024)  # every webhook asks; Babel's look-up is ~15 µs
+def _known(code: str) -> bool:
+    return get_currency_name(code, locale="en") != code
 
 
 def precision(currency: str) -> int:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import random
 import uuid
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -33,7 +33,7 @@ from typing import Any
 from sqlalchemy import Engine, Select, bindparam, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 
-from invoicing.store import as_utc, is_postgres, jobs, utcnow, workers, write
+from invoicing.store import DriverInsert, as_utc, is_postgres, jobs, utcnow, workers, write
 
 
 class JobKind(StrEnum):
@@ -74,6 +74,7 @@ class Job:
 
 
 _NEW_JOB = insert(jobs).returning(jobs.c.id)  # built once: it runs on every webhook
+_NEW_JOBS = DriverInsert(jobs)
 
 
 def enqueue(
@@ -85,19 +86,30 @@ def enqueue(
     now: datetime | None = None,
 ) -> int:
     now = now or utcnow()
-    values = {
+    return int(conn.execute(_NEW_JOB, _job_row(kind, sale_id, run_after or now, now)).scalar_one())
+
+
+def enqueue_many(
+    conn: Connection, kind: JobKind, due: Sequence[tuple[int, datetime, datetime]]
+) -> None:
+    """``enqueue`` for many sales at once, each ``(sale_id, run_after, now)``: one
+    statement (SQLite: the group commit's)."""
+    _NEW_JOBS.run(conn, [_job_row(kind, sale, after, now) for sale, after, now in due])
+
+
+def _job_row(kind: JobKind, sale_id: int, run_after: datetime, now: datetime) -> dict[str, Any]:
+    return {
         "kind": kind,
         "sale_id": sale_id,
         "state": JobState.PENDING,
         "attempts": 0,
-        "run_after": run_after or now,
+        "run_after": run_after,
         "locked_by": None,
         "locked_until": None,
         "last_error": None,
         "created_at": now,
         "updated_at": now,
     }
-    return int(conn.execute(_NEW_JOB, values).scalar_one())
 
 
 # The claim runs for every job and every idle poll: its statements are built once.

@@ -115,3 +115,54 @@ def test_stop_finishes_what_is_queued(tmp_path: Path, count: int) -> None:
     assert asyncio.run(submit()) == list(range(count))
     intake.stop()
     assert not intake._thread.is_alive()
+
+
+def test_a_shortcut_that_fails_is_rolled_back_and_the_batch_run_one_by_one(
+    tmp_path: Path,
+) -> None:
+    """``together`` wrote a row, then raised: none of what it wrote is kept, and every
+    request of the batch is recorded by its own work, answered once."""
+    engine = _engine(tmp_path)
+    calls: list[int] = []
+
+    def together(conn: Connection, payloads: list[Any]) -> dict[int, Any]:
+        calls.append(len(payloads))
+        _insert(999)(conn)
+        raise RuntimeError("the shortcut broke")
+
+    intake = GroupCommit(engine, together=together).start()
+
+    async def burst() -> list[int]:
+        return list(await asyncio.gather(*(intake.submit(_insert(n), n) for n in range(20))))
+
+    try:
+        answers = asyncio.run(burst())
+    finally:
+        intake.stop()
+    assert answers == list(range(20))
+    assert calls  # it was tried
+    ids = sorted(row.id for row in db_rows(f"sqlite:///{tmp_path}/ih.db", events))
+    assert ids == sorted(f"evt_{n}" for n in range(20))  # and evt_999 rolled back
+
+
+def test_a_shortcut_answers_what_it_took_and_leaves_the_rest(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+
+    def together(conn: Connection, payloads: list[Any]) -> dict[int, Any]:
+        taken = {i: f"together {p}" for i, p in enumerate(payloads) if p % 2 == 0}
+        for i in taken:
+            _insert(payloads[i])(conn)
+        return taken
+
+    intake = GroupCommit(engine, together=together).start()
+
+    async def burst() -> list[Any]:
+        return list(await asyncio.gather(*(intake.submit(_insert(n), n) for n in range(10))))
+
+    try:
+        answers = asyncio.run(burst())
+    finally:
+        intake.stop()
+    assert answers == [f"together {n}" if n % 2 == 0 else n for n in range(10)]
+    ids = sorted(row.id for row in db_rows(f"sqlite:///{tmp_path}/ih.db", events))
+    assert ids == sorted(f"evt_{n}" for n in range(10))

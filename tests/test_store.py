@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from sqlalchemy import text
 
 from invoicing.records import _hot
 from invoicing.store import (
+    CHECKPOINT_SECONDS,
     MIGRATIONS,
     make_engine,
     metadata,
@@ -164,3 +166,34 @@ def test_sales_recorded_before_0008_get_their_buyer_email(tmp_path: Path) -> Non
     migrate(engine)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT buyer_email FROM sales")).scalar() == "lea@example.org"
+
+
+def test_the_wal_is_checkpointed_by_a_thread_not_by_a_commit(tmp_path: Path) -> None:
+    """Commits never checkpoint (that fsync used to hold the write lock), and the WAL
+    still does not grow without end: the checkpointer backfills it, so the next writes
+    reuse it from the start."""
+    engine = make_engine(f"sqlite:///{tmp_path}/ih.db")
+    migrate(engine)
+    wal = tmp_path / "ih.db-wal"
+    blob = "x" * 3000
+
+    def fill(start: int) -> None:  # ~1,500 pages: past SQLite's own 1,000-page checkpoint
+        for n in range(start, start + 1500):
+            with write(engine) as conn:
+                conn.execute(
+                    text(
+                        "INSERT INTO events (id, source, type, raw, received_at, outcome)"
+                        " VALUES (:id, 's', 't', :raw, CURRENT_TIMESTAMP, 'accepted')"
+                    ),
+                    {"id": f"evt_{n}", "raw": blob},
+                )
+
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+    fill(0)
+    first = wal.stat().st_size
+    assert first > 1000 * 4096  # no commit checkpointed it
+    time.sleep(CHECKPOINT_SECONDS * 3)  # the checkpointer's turn
+    fill(1500)
+    assert wal.stat().st_size < first * 1.2  # reused from the start, not doubled
+    engine.dispose()
