@@ -136,7 +136,11 @@ class GmailMailer(GoogleApiClient):
         if self._is_service_account and ("unauthorized_client" in text or "access_denied" in text):
             return f"token refresh failed: {text} — {self._delegation_message()}"
         if not self._is_service_account and "invalid_grant" in text:
-            return f"the refresh token is expired or revoked ({text}); {REMINT}"
+            # "token refresh failed" first, as for every Google refusal: the admin page
+            # tells the seller to mint a new token when a job's error says so.
+            return (
+                f"token refresh failed: the refresh token is expired or revoked ({text}); {REMINT}"
+            )
         return super()._refused(text)
 
     def _scope_message(self) -> str:

@@ -49,7 +49,7 @@ from tests.conftest import (
     wait_until,
     write_config,
 )
-from tests.google_server import GoogleFake
+from tests.google_server import GoogleFake, user_credentials
 
 TOKEN = "adm1n-t0ken-for-tests"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -376,6 +376,32 @@ def test_the_sheet_step_and_a_google_token_google_refuses(
     assert "relancez « invoicehook google-auth »" in warning
     (failed,) = texts_of(html, "item")
     assert failed.startswith("Tâche en échec · Google Sheet")
+
+
+def test_a_revoked_gmail_token_is_a_warning_on_the_page(
+    tmp_path: Path, google_api: GoogleFake
+) -> None:
+    """A personal Gmail token Google no longer honours (invalid_grant) makes the email a
+    dead letter, and the page says to mint a new token, as for the Sheet's."""
+    env = {
+        **ledger_env(tmp_path, google_api, credentials=user_credentials(google_api)),
+        "EMAIL_URL": "gmail://me",
+        "ADMIN_TOKEN": TOKEN,
+        "JOB_MAX_ATTEMPTS": "1",
+    }
+    del env["LEDGER_SHEET"]
+    google_api.refuse_refresh = "invalid_grant"
+    rt = build_runtime(load_settings(env))
+    sell(rt, checkout_event(1))
+    settle(rt)
+    with TestClient(create_app(rt.settings, runtime=rt, start_worker=False)) as client:
+        html = client.get("/admin", headers=bearer()).text
+    assert google_api.sent == []
+    (failed,) = texts_of(html, "item")
+    assert "invalid_grant" in failed
+    panel = " ".join(texts_of(html, "panel"))
+    assert "Google refuse le jeton d’accès" in panel
+    assert "relancez « invoicehook google-auth »" in panel
 
 
 def test_search_by_number_email_or_name(rt: Runtime, client: TestClient) -> None:
