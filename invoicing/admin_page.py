@@ -510,7 +510,7 @@ def retry(rt: Runtime, sale_id: int) -> Flash:
         with write(rt.engine) as conn:
             revived = queue.revive(conn, sale_id, kinds=queue.DATED)
         if revived:
-            return Flash("ok", t["flash_retried"].format(sale=sale_id, n=revived))
+            return Flash("ok", t["flash_retried_dated"].format(n=revived))
         return Flash("error", t["flash_no_sale"].format(sale=sale_id))
     if sale is not None and sale.status == SaleStatus.HELD:
         try:

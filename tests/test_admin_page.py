@@ -766,6 +766,6 @@ def test_retry_of_a_months_pack_card_puts_the_pack_back(rt: Runtime, client: Tes
         headers=bearer(),
         follow_redirects=False,
     )
-    assert flash_of(answer)[0] == "ok"
+    assert flash_of(answer) == ("ok", "1 tâche(s) remises dans la file ; le worker s’en occupe.")
     with rt.engine.connect() as conn:
         assert queue.state_of(conn, 202611, queue.JobKind.ACCOUNTANT_PACK) == "pending"
