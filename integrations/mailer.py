@@ -56,10 +56,12 @@ def mailer_from_url(
     *,
     google_credentials: str | None = None,
     google_api_endpoint: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> Mailer:
     """The mailer that ``EMAIL_URL`` names; a :class:`SettingsError` if it names none.
 
     ``gmail://…`` also needs ``GOOGLE_CREDENTIALS`` (and, in tests, ``GOOGLE_API_ENDPOINT``).
+    ``timeout``: how long the server may stay silent before a send fails (transient).
     """
     scheme = url.split(":", 1)[0].strip().lower() if ":" in url else ""
     if scheme == "file":
@@ -67,13 +69,16 @@ def mailer_from_url(
         # file://var/outbox is relative to the working folder, file:///srv/outbox absolute.
         return OutboxMailer(Path(unquote(rest)) if rest else Path("."))
     if scheme in ("smtp", "smtps"):
-        return SmtpMailer.from_url(url)
+        return SmtpMailer.from_url(url, timeout=timeout)
     if scheme == "gmail":
         # Imported here: the SMTP and file paths never load google-auth.
         from integrations.gmail import GmailMailer
 
         return GmailMailer.from_url(
-            url, google_credentials=google_credentials, google_api_endpoint=google_api_endpoint
+            url,
+            google_credentials=google_credentials,
+            google_api_endpoint=google_api_endpoint,
+            timeout=timeout,
         )
     got = f"{scheme!r}" if scheme else "no scheme"
     raise SettingsError(

@@ -126,8 +126,10 @@ class S3Storage:
         region: str | None = None,
         access_key_id: str | None = None,
         secret_access_key: str | None = None,
+        timeout: float = 30.0,
     ) -> None:
         self.bucket = bucket
+        self.timeout = timeout  # seconds S3 may stay silent, per attempt
         self.prefix = prefix.strip("/")
         self.endpoint = endpoint
         self.region = region
@@ -160,8 +162,8 @@ class S3Storage:
                     aws_access_key_id=key_id,
                     aws_secret_access_key=secret,
                     config=Config(
-                        connect_timeout=5,
-                        read_timeout=30,
+                        connect_timeout=min(5.0, self.timeout),
+                        read_timeout=self.timeout,
                         retries={"mode": "standard", "max_attempts": 3},
                     ),
                 )
@@ -212,6 +214,10 @@ class S3Storage:
             raise SettingsError(
                 f"AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: not set, and {self.where} "
                 "needs them (`fly storage create` sets them as secrets)"
+            ) from None
+        except (boto.ReadTimeoutError, boto.ConnectTimeoutError):
+            raise TransientError(
+                f"S3 {what} of {key!r}: {self.where} did not answer within {self.timeout:g} s"
             ) from None
         except (boto.EndpointConnectionError, boto.ConnectionError, boto.HTTPClientError) as exc:
             raise TransientError(f"S3 {what} of {key!r}: {self.where} unreachable: {exc}") from None
@@ -326,6 +332,7 @@ def storage_from_url(
     region: str | None = None,
     access_key_id: str | None = None,
     secret_access_key: str | None = None,
+    timeout: float = 30.0,
 ) -> Storage:
     if url.startswith("file://"):
         return FileStorage(file_url_path(url))
@@ -338,5 +345,6 @@ def storage_from_url(
             region=region,
             access_key_id=access_key_id,
             secret_access_key=secret_access_key,
+            timeout=timeout,
         )
     raise SettingsError(f"STORAGE_URL: expected file://… or s3://…, got {url.split(':', 1)[0]!r}")
