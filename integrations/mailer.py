@@ -248,8 +248,15 @@ class SmtpMailer:
                     if reused and not smtp.data_sent and _is_dropped(exc):
                         raise _StaleConnection(self._say("connection closed", exc)) from exc
                     raise
-        except BaseException:
-            _quit(smtp)  # never reused: after an error its state is unknown
+        except BaseException as exc:
+            # Never reused: after an error its state is unknown. After a timeout the server
+            # is stuck, perhaps on our DATA: close at once, not after waiting on QUIT, so a
+            # server still holding the message sees us gone and drops it (a late 250 would
+            # deliver it, and the retry would send it again).
+            if isinstance(exc, TimeoutError) or isinstance(exc.__cause__, TimeoutError):
+                smtp.close()
+            else:
+                _quit(smtp)
             raise
         # Accepted once DATA is answered 250: nothing after this may fail the send (a retry
         # would email the invoice twice).
