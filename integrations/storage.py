@@ -11,6 +11,7 @@ second, which a service storing on its volume never pays.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -46,8 +47,12 @@ class FileStorage:
 
     def put(self, key: str, data: bytes) -> str:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, data)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(path, data)
+        except OSError as exc:
+            # Retried like an outage: the disk may have room again by the next attempt.
+            raise TransientError(f"storage {self.root}: cannot write {key}: {_why(exc)}") from exc
         return str(path)
 
     def get(self, key: str) -> bytes:
@@ -74,6 +79,13 @@ class FileStorage:
 
     def __repr__(self) -> str:
         return f"FileStorage({str(self.root)!r})"
+
+
+def _why(exc: OSError) -> str:
+    """An OS error as the seller reads it: a full disk says so, and what to do."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"the disk is full ({exc.strerror}); make room or extend the volume"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def write_atomically(path: Path, data: bytes) -> None:
