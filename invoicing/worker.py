@@ -21,8 +21,12 @@ import os
 import socket
 import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from invoicing import metrics, queue
 from invoicing.backup import daily as daily_backups
@@ -36,6 +40,7 @@ from invoicing.queue import JobKind
 from invoicing.runtime import Runtime
 
 log = logging.getLogger("invoicehook.worker")
+T = TypeVar("T")
 
 
 class Worker:
@@ -227,20 +232,25 @@ class Worker:
         except queue.LeaseLost as exc:
             log.warning("job %s (sale %s): %s", job.id, job.sale_id, exc)
         except queue.Postponed as later:
-            queue.postpone(self.rt.engine, job, later.seconds)
+            seconds = later.seconds
+            self._record(job, lambda: queue.postpone(self.rt.engine, job, seconds))
             log.info("job %s (%s, sale %s): later: %s", job.id, job.kind, job.sale_id, later)
         except Exception as exc:
             metrics.failure(default=str(job.kind))
             # A setting that is wrong stays wrong until a person fixes it and replays.
             permanent = isinstance(exc, PermanentError | SettingsError)
-            state = queue.fail(
-                self.rt.engine,
+            error = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}"
+            state = self._record(
                 job,
-                f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}",
-                permanent=permanent,
-                max_attempts=settings.job_max_attempts,
-                base=settings.retry_base_seconds,
-                cap=settings.retry_max_seconds,
+                lambda: queue.fail(
+                    self.rt.engine,
+                    job,
+                    error,
+                    permanent=permanent,
+                    max_attempts=settings.job_max_attempts,
+                    base=settings.retry_base_seconds,
+                    cap=settings.retry_max_seconds,
+                ),
             )
             log.warning(
                 "job %s (sale %s) failed, attempt %s, now %s: %s",
@@ -251,8 +261,28 @@ class Worker:
                 exc,
             )
         else:
-            queue.complete(self.rt.engine, job)
+            self._record(job, lambda: queue.complete(self.rt.engine, job))
             log.info("job %s (sale %s): %s", job.id, job.sale_id, result)
+
+    def _record(self, job: queue.Job, write: Callable[[], T]) -> T:
+        """Write how a job ended, waiting for the database when it is away (a restart, a
+        failover). A job whose end is not written stays running, and this worker's heartbeat
+        would renew its lease for as long as the worker lives: nobody would run it again."""
+        delay = 0.1
+        while True:
+            try:
+                return write()
+            except DBAPIError as exc:
+                unreachable = isinstance(exc, OperationalError | InterfaceError)
+                if not (unreachable or exc.connection_invalidated) or self._stopping:
+                    raise
+                log.warning(
+                    "job %s: the database is unreachable, its end is not written yet: %s",
+                    job.id,
+                    type(exc.orig).__name__,
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     @staticmethod
     def _step(kind: JobKind) -> Callable[[Runtime, int, Callable[[], None]], object]:
