@@ -84,7 +84,7 @@ class FileStorage:
 def _why(exc: OSError) -> str:
     """An OS error as the seller reads it: a full disk says so, and what to do."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"the disk is full ({exc.strerror}); make room or extend the volume"
+        return f"the disk is full ({exc.strerror}); free some space or extend the volume"
     return f"{type(exc).__name__}: {exc}"
 
 
