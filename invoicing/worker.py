@@ -21,12 +21,9 @@ import os
 import socket
 import tempfile
 import threading
-import time
 import traceback
 from collections.abc import Callable, Iterator
 from typing import TypeVar
-
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from invoicing import metrics, queue
 from invoicing.backup import daily as daily_backups
@@ -38,9 +35,13 @@ from invoicing.logs import job_context
 from invoicing.pipeline import process_sale
 from invoicing.queue import JobKind
 from invoicing.runtime import Runtime
+from invoicing.store import when_reachable
 
 log = logging.getLogger("invoicehook.worker")
 T = TypeVar("T")
+# Seconds a job's end waits for an unreachable database before the loop gives up on it (it
+# is then left running: the next boot gives it back).
+RECORD_PATIENCE = 600.0
 
 
 class Worker:
@@ -268,21 +269,13 @@ class Worker:
         """Write how a job ended, waiting for the database when it is away (a restart, a
         failover). A job whose end is not written stays running, and this worker's heartbeat
         would renew its lease for as long as the worker lives: nobody would run it again."""
-        delay = 0.1
-        while True:
-            try:
-                return write()
-            except DBAPIError as exc:
-                unreachable = isinstance(exc, OperationalError | InterfaceError)
-                if not (unreachable or exc.connection_invalidated) or self._stopping:
-                    raise
-                log.warning(
-                    "job %s: the database is unreachable, its end is not written yet: %s",
-                    job.id,
-                    type(exc.orig).__name__,
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+
+        def waiting(exc: BaseException) -> None:
+            log.warning("job %s: the database is unreachable, its end is not written yet", job.id)
+
+        return when_reachable(
+            write, patience=RECORD_PATIENCE, waiting=waiting, give_up=lambda: self._stopping
+        )
 
     @staticmethod
     def _step(kind: JobKind) -> Callable[[Runtime, int, Callable[[], None]], object]:
