@@ -26,8 +26,12 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
+from invoicing import queue, records
+from invoicing.runtime import Runtime
 from invoicing.store import invoices, jobs, sales
+from invoicing.worker import Worker
 from tests.conftest import (
     Inbox,
     Service,
@@ -36,6 +40,7 @@ from tests.conftest import (
     db_rows,
     free_port,
     post_event,
+    sell,
     wait_until,
 )
 
@@ -340,3 +345,43 @@ def test_a_full_disk_holds_the_pdfs_until_there_is_room(
     assert all((small_disk / d.pdf_key).is_file() for d in documents)
     assert per_number(inbox.messages) == Counter({d.number: 1 for d in documents})
     assert not list(small_disk.rglob(".tmp-*"))  # no half-written file left behind
+
+
+# --- the database away at the worst moment, in process ----------------------------------------
+
+
+def blinking(real: Any, times: int) -> Any:
+    """``real``, failing the first ``times`` calls as a database restarting fails them."""
+    calls = Counter[str]()
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] <= times:
+            raise OperationalError("UPDATE", {}, Exception("server closed the connection"))
+        return real(*args, **kwargs)
+
+    return flaky
+
+
+def test_the_database_away_after_a_send_or_a_job_does_not_repeat_or_strand_it(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database goes away between the mail server's 250 and the record of it, then
+    between a job's end and its record: both are written once it answers, so the email is
+    not sent again and the job is not left running (its lease renewed for ever)."""
+    monkeypatch.setattr(records, "mark_emailed", blinking(records.mark_emailed, 2))
+    monkeypatch.setattr(queue, "complete", blinking(queue.complete, 2))
+    sent: list[str] = []
+    send = runtime.mailer.send
+
+    def counted(msg: EmailMessage) -> str:
+        sent.append(msg["To"].addresses[0].addr_spec)
+        return send(msg)
+
+    monkeypatch.setattr(runtime.mailer, "send", counted)
+    sell(runtime, checkout_event(1))
+    sell(runtime, checkout_event(2, email="bob@example.org"))
+    assert Worker(runtime).drain() == 2
+    (first, second) = db_rows(runtime.settings.database_url, jobs)
+    assert (first.state, first.attempts, second.state, second.attempts) == ("done", 0, "done", 0)
+    assert sorted(sent) == ["bob@example.org", "lea@example.org"]  # none sent twice
