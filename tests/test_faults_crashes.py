@@ -79,8 +79,10 @@ class Sender:
     """Stripe's side: posts sales one after the other to whichever service is up, and posts a
     sale again after a 5xx or a lost connection, until it is answered 200."""
 
-    def __init__(self, count: int, pace: float = 0.0) -> None:
+    def __init__(self, count: int, pace: float = 0.0, pause_at: int | None = None) -> None:
         self.count, self.pace = count, pace
+        self.pause_at = pause_at  # this sale waits for ``resume``: the test breaks something
+        self.paused, self.resume = threading.Event(), threading.Event()
         self.url: str | None = None
         self.answers: dict[int, str] = {}  # sale → the status of its first 200
         self.errors: Counter[str] = Counter()  # 5xx statuses and lost connections
@@ -98,6 +100,9 @@ class Sender:
 
     def _run(self) -> None:
         for n in range(self.count):
+            if n == self.pause_at:
+                self.paused.set()
+                self.resume.wait(60)
             event = checkout_event(n, email=f"buyer{n}@example.org")
             while n not in self.answers:
                 url = self.url
@@ -198,10 +203,11 @@ def test_a_postgresql_restart_mid_burst_loses_and_doubles_nothing(
     service = Service(env, tmp_path).start()
     services.append(service)
     count = 40
-    sender = Sender(count, pace=0.1).start(service.url)
-    wait_until(lambda: len(sender.answers) >= 10, 60, what="the first sales")
+    sender = Sender(count, pace=0.02, pause_at=count // 2).start(service.url)
     wait_until(lambda: len(inbox.messages) >= 3, 60, what="the first emails")
-    cluster.stop()  # mid-burst: webhooks arriving, jobs in hand
+    wait_until(sender.paused.is_set, 60, what="half the sales sent")
+    cluster.stop()  # mid-burst: jobs in hand, and the other half of the sales on their way
+    sender.resume.set()
     down = httpx.get(f"{service.url}/healthz", timeout=10)
     time.sleep(1.5)
     cluster.start()
