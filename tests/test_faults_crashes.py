@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import re
 import shutil
 import subprocess
 import tempfile
@@ -38,6 +37,7 @@ from tests.conftest import (
     all_jobs_done,
     checkout_event,
     db_rows,
+    emails_per_number,
     free_port,
     post_event,
     sell,
@@ -54,16 +54,6 @@ QUICK = {
     "WORKER_CONCURRENCY": "3",
 }
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-def per_number(messages: list[EmailMessage]) -> Counter[str]:
-    """How many emails each invoice number got (its Message-ID starts with the number)."""
-    found = Counter[str]()
-    for msg in messages:
-        match = re.match(r"<?([A-Z]\d{4}-\d+)\.", str(msg["Message-ID"]))
-        assert match, msg["Message-ID"]
-        found[match.group(1)] += 1
-    return found
 
 
 def all_done(url: str, service: Service, note: str = "") -> None:
@@ -222,7 +212,7 @@ def test_a_postgresql_restart_mid_burst_loses_and_doubles_nothing(
     assert recorded == {f"cs_test_{n}" for n in sender.answers}
     documents = db_rows(cluster.url, invoices)
     assert sorted(d.seq for d in documents) == list(range(1, count + 1))
-    assert per_number(inbox.messages) == Counter({d.number: 1 for d in documents})
+    assert emails_per_number(inbox.messages) == Counter({d.number: 1 for d in documents})
     buyers = Counter(m["To"].addresses[0].addr_spec for m in inbox.messages)
     assert buyers == Counter({f"buyer{n}@example.org": 1 for n in range(count)})
     wait_until(service.healthy, 30, what="/healthz green again")
@@ -262,7 +252,7 @@ def test_five_kill_9_rounds_mid_burst_lose_nothing(
     documents = db_rows(url, invoices)
     assert sorted(d.seq for d in documents) == list(range(1, count + 1)), f"seed {seed}"
     assert {d.sale_id for d in documents} == {s.id for s in db_rows(url, sales)}
-    emailed = per_number(inbox.messages)
+    emailed = emails_per_number(inbox.messages)
     assert set(emailed) == {d.number for d in documents}, f"seed {seed}"
     repeats = sum(n - 1 for n in emailed.values())
     assert repeats <= kills, f"seed {seed}: {repeats} repeated emails for {kills} kills"
@@ -349,7 +339,7 @@ def test_a_full_disk_holds_the_pdfs_until_there_is_room(
     all_done(url, service)
     documents = db_rows(url, invoices)
     assert all((small_disk / d.pdf_key).is_file() for d in documents)
-    assert per_number(inbox.messages) == Counter({d.number: 1 for d in documents})
+    assert emails_per_number(inbox.messages) == Counter({d.number: 1 for d in documents})
     assert not list(small_disk.rglob(".tmp-*"))  # no half-written file left behind
 
 

@@ -34,6 +34,7 @@ from tests.conftest import (
     build,
     checkout_event,
     db_rows,
+    emails_per_number,
     post_event,
     rows,
     wait_until,
@@ -72,16 +73,6 @@ def some_job_failed_with(url: str, *words: str) -> bool:
     )
 
 
-def per_number(messages: Iterable[EmailMessage]) -> Counter[str]:
-    """How many emails each invoice number got (its Message-ID starts with the number)."""
-    found = Counter[str]()
-    for msg in messages:
-        match = re.match(r"<?([A-Z]\d{4}-\d+)\.", str(msg["Message-ID"]))
-        assert match, msg["Message-ID"]
-        found[match.group(1)] += 1
-    return found
-
-
 def sell_many(service: Service, numbers: Iterable[int], **kwargs: Any) -> None:
     with service.client() as client:
         for n in numbers:
@@ -95,7 +86,7 @@ def every_sale_once(url: str, count: int, sent: Callable[[], list[EmailMessage]]
     emails = sent()
     documents = db_rows(url, invoices)
     assert sorted(d.seq for d in documents) == list(range(1, count + 1))
-    assert per_number(emails) == Counter({d.number: 1 for d in documents})
+    assert emails_per_number(emails) == Counter({d.number: 1 for d in documents})
     buyers = Counter(m["To"].addresses[0].addr_spec for m in emails)
     assert set(buyers.values()) == {1} and len(buyers) == count
     assert all(d.stored_at is not None and d.emailed_at is not None for d in documents)
