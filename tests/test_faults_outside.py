@@ -35,6 +35,7 @@ from tests.conftest import (
     checkout_event,
     db_rows,
     emails_per_number,
+    payment_intent_event,
     post_event,
     rows,
     wait_until,
@@ -259,9 +260,9 @@ def test_stripe_api_failing_then_one_call_hung_stalls_nothing_else(
     services: list[Service],
     tmp_path: Path,
 ) -> None:
-    """Stripe's API answers 500, then hangs on one sale's line items: no number is taken
-    while it fails, the other sales are invoiced while that call hangs, and once Stripe
-    answers it is invoiced too, with the numbers gap-free and one email each."""
+    """Stripe's API answers 500 (line items, a bare payment's buyer), then hangs on one
+    sale's line items: no number is taken while it fails, the other sales are invoiced while
+    that call hangs, and once Stripe answers it is invoiced too, gap-free, one email each."""
     inbox, smtp_url = smtp
     env = {
         **service_env,
@@ -269,23 +270,39 @@ def test_stripe_api_failing_then_one_call_hung_stalls_nothing_else(
         "STRIPE_API_KEY": API_KEY,
         "STRIPE_API_BASE": stripe_api.url,
         "EMAIL_URL": smtp_url,
+        "PAYMENT_INTENT_GRACE_SECONDS": "0",
     }
     url = env["DATABASE_URL"]
     for n in range(6):
         stripe_api.line_items[f"cs_test_{n}"] = stripe_lines()
+    # A bare PaymentIntent naming no buyer: its charge's billing details are asked for.
+    stripe_api.payment_intents["pi_bare"] = {
+        "id": "pi_bare",
+        "object": "payment_intent",
+        "latest_charge": "ch_bare",
+        "customer": None,
+    }
+    stripe_api.charges["ch_bare"] = {
+        "id": "ch_bare",
+        "object": "charge",
+        "billing_details": {"name": "Bob Lenoir", "email": "bob@example.org", "address": None},
+    }
+    bare = payment_intent_event("pi_bare")
+    del bare["data"]["object"]["receipt_email"]
     stripe_api.fail_when = lambda request: True
     service = Service(env, tmp_path).start()
     services.append(service)
     sell_many(service, range(3), line_items=False)
-    wait_until(
-        lambda: some_job_failed_with(url, "Stripe API", "APIError"), 30, what="a 500 retried"
-    )
-    assert db_rows(url, invoices) == []  # no number is taken while the lines are unknown
+    with service.client() as client:
+        assert post_event(client, bare).json()["status"] == "accepted"
+    wait_until(lambda: some_job_failed_with(url, "Stripe API", "APIError"), 30, what="a 500")
+    wait_until(lambda: all(j.attempts >= 1 for j in invoice_jobs(url)), 30, what="all failed")
+    assert db_rows(url, invoices) == []  # no number is taken while Stripe cannot be read
 
     stripe_api.hang_when = lambda request: "cs_test_0/" in request
     stripe_api.fail_when = None
     sell_many(service, range(3, 6), line_items=False)
-    wait_until(lambda: len(inbox.messages) == 5, 30, what="the 5 other sales emailed")
+    wait_until(lambda: len(inbox.messages) == 6, 30, what="the 6 other sales emailed")
     wait_until(lambda: some_job_failed_with(url, "Stripe API", "no answer within"), 30)
     (hung,) = [j for j in invoice_jobs(url) if j.sale_id == 1]
     assert hung.state != "done" and hung.attempts >= 1
@@ -293,10 +310,11 @@ def test_stripe_api_failing_then_one_call_hung_stalls_nothing_else(
 
     stripe_api.hang_when = None
     stripe_api.released.set()
-    documents = every_sale_once(url, 6, lambda: inbox.messages)
+    documents = every_sale_once(url, 7, lambda: inbox.messages)
     first = next(d for d in documents if d.sale_id == 1)
-    assert first.seq == 6  # the hung sale took the next number once it could, no gap
-    assert all("(de Stripe)" in str(d.lines) for d in documents)
+    assert first.seq == 7  # the hung sale took the next number once it could, no gap
+    assert sum("(de Stripe)" in str(d.lines) for d in documents) == 6
+    assert any(m["To"].addresses[0].display_name == "Bob Lenoir" for m in inbox.messages)
 
 
 # --- each client, on its own: a silent server is a timeout naming the system ---------------
