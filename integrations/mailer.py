@@ -56,10 +56,12 @@ def mailer_from_url(
     *,
     google_credentials: str | None = None,
     google_api_endpoint: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> Mailer:
     """The mailer that ``EMAIL_URL`` names; a :class:`SettingsError` if it names none.
 
     ``gmail://…`` also needs ``GOOGLE_CREDENTIALS`` (and, in tests, ``GOOGLE_API_ENDPOINT``).
+    ``timeout``: how long the server may stay silent before a send fails (transient).
     """
     scheme = url.split(":", 1)[0].strip().lower() if ":" in url else ""
     if scheme == "file":
@@ -67,13 +69,16 @@ def mailer_from_url(
         # file://var/outbox is relative to the working folder, file:///srv/outbox absolute.
         return OutboxMailer(Path(unquote(rest)) if rest else Path("."))
     if scheme in ("smtp", "smtps"):
-        return SmtpMailer.from_url(url)
+        return SmtpMailer.from_url(url, timeout=timeout)
     if scheme == "gmail":
         # Imported here: the SMTP and file paths never load google-auth.
         from integrations.gmail import GmailMailer
 
         return GmailMailer.from_url(
-            url, google_credentials=google_credentials, google_api_endpoint=google_api_endpoint
+            url,
+            google_credentials=google_credentials,
+            google_api_endpoint=google_api_endpoint,
+            timeout=timeout,
         )
     got = f"{scheme!r}" if scheme else "no scheme"
     raise SettingsError(
@@ -243,8 +248,15 @@ class SmtpMailer:
                     if reused and not smtp.data_sent and _is_dropped(exc):
                         raise _StaleConnection(self._say("connection closed", exc)) from exc
                     raise
-        except BaseException:
-            _quit(smtp)  # never reused: after an error its state is unknown
+        except BaseException as exc:
+            # Never reused: after an error its state is unknown. After a timeout the server
+            # is stuck, perhaps on our DATA: close at once, not after waiting on QUIT, so a
+            # server still holding the message sees us gone and drops it (a late 250 would
+            # deliver it, and the retry would send it again).
+            if isinstance(exc, TimeoutError) or isinstance(exc.__cause__, TimeoutError):
+                smtp.close()
+            else:
+                _quit(smtp)
             raise
         # Accepted once DATA is answered 250: nothing after this may fail the send (a retry
         # would email the invoice twice).

@@ -11,6 +11,7 @@ second, which a service storing on its volume never pays.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -46,8 +47,12 @@ class FileStorage:
 
     def put(self, key: str, data: bytes) -> str:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, data)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(path, data)
+        except OSError as exc:
+            # Retried like an outage: the disk may have room again by the next attempt.
+            raise TransientError(f"storage {self.root}: cannot write {key}: {_why(exc)}") from exc
         return str(path)
 
     def get(self, key: str) -> bytes:
@@ -74,6 +79,13 @@ class FileStorage:
 
     def __repr__(self) -> str:
         return f"FileStorage({str(self.root)!r})"
+
+
+def _why(exc: OSError) -> str:
+    """An OS error as the seller reads it: a full disk says so, and what to do."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"the disk is full ({exc.strerror}); free some space or extend the volume"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -126,8 +138,10 @@ class S3Storage:
         region: str | None = None,
         access_key_id: str | None = None,
         secret_access_key: str | None = None,
+        timeout: float = 30.0,
     ) -> None:
         self.bucket = bucket
+        self.timeout = timeout  # seconds S3 may stay silent, per attempt
         self.prefix = prefix.strip("/")
         self.endpoint = endpoint
         self.region = region
@@ -160,8 +174,8 @@ class S3Storage:
                     aws_access_key_id=key_id,
                     aws_secret_access_key=secret,
                     config=Config(
-                        connect_timeout=5,
-                        read_timeout=30,
+                        connect_timeout=min(5.0, self.timeout),
+                        read_timeout=self.timeout,
                         retries={"mode": "standard", "max_attempts": 3},
                     ),
                 )
@@ -212,6 +226,10 @@ class S3Storage:
             raise SettingsError(
                 f"AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: not set, and {self.where} "
                 "needs them (`fly storage create` sets them as secrets)"
+            ) from None
+        except (boto.ReadTimeoutError, boto.ConnectTimeoutError):
+            raise TransientError(
+                f"S3 {what} of {key!r}: {self.where} did not answer within {self.timeout:g} s"
             ) from None
         except (boto.EndpointConnectionError, boto.ConnectionError, boto.HTTPClientError) as exc:
             raise TransientError(f"S3 {what} of {key!r}: {self.where} unreachable: {exc}") from None
@@ -326,6 +344,7 @@ def storage_from_url(
     region: str | None = None,
     access_key_id: str | None = None,
     secret_access_key: str | None = None,
+    timeout: float = 30.0,
 ) -> Storage:
     if url.startswith("file://"):
         return FileStorage(file_url_path(url))
@@ -338,5 +357,6 @@ def storage_from_url(
             region=region,
             access_key_id=access_key_id,
             secret_access_key=secret_access_key,
+            timeout=timeout,
         )
     raise SettingsError(f"STORAGE_URL: expected file://… or s3://…, got {url.split(':', 1)[0]!r}")

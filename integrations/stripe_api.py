@@ -20,12 +20,24 @@ from invoicing.model import Buyer, Line
 INVOICE_PAYMENT_LOOKBACK = timedelta(days=366)
 
 
+# Seconds Stripe may stay silent before a call fails (the SDK's own default is 80 s).
+DEFAULT_TIMEOUT = 30.0
+
+
 class StripeApi:
-    def __init__(self, api_key: str, api_base: str | None = None) -> None:
+    def __init__(
+        self, api_key: str, api_base: str | None = None, *, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
         import stripe
 
         self._stripe = stripe
-        options: dict[str, Any] = {"max_network_retries": 0}
+        self.timeout = timeout
+        options: dict[str, Any] = {
+            "max_network_retries": 0,
+            # The connection and each read are bounded: a Stripe that accepts the connection
+            # and never answers fails this call (transient) instead of holding a worker loop.
+            "http_client": stripe.RequestsClient(timeout=(min(5.0, timeout), timeout)),
+        }
         if api_base:
             options["base_addresses"] = {"api": api_base.rstrip("/")}
         self._client = stripe.StripeClient(api_key, **options)
@@ -203,6 +215,10 @@ class StripeApi:
     def _classify(self, exc: Any) -> Exception:
         status = getattr(exc, "http_status", None)
         message = f"Stripe API: {type(exc).__name__}: {getattr(exc, 'user_message', None) or exc}"
+        if isinstance(exc, self._stripe.APIConnectionError) and "timed out" in str(exc).lower():
+            return TransientError(
+                f"Stripe API: {type(exc).__name__}: no answer within {self.timeout:g} s"
+            )
         if status is None or status == 429 or status >= 500:
             return TransientError(message)
         if status in (401, 403):

@@ -30,9 +30,12 @@ from invoicing.numbering import issue_document, ledger_follows
 from invoicing.queue import JobKind, JobState, Postponed, state_of
 from invoicing.refunds import issue_credit_note
 from invoicing.runtime import Runtime
-from invoicing.store import write
+from invoicing.store import when_reachable, write
 
 INVOICE_EMAIL_WAIT_SECONDS = 20.0
+# Seconds the record of a sent email waits for an unreachable database before the job fails
+# (and the email is sent again at its retry).
+EMAILED_PATIENCE = 120.0
 FALLBACK_LINE = {"fr": "Achat en ligne", "en": "Online purchase"}
 SHIPPING_LINE = {"fr": "Frais de livraison", "en": "Shipping"}
 
@@ -354,7 +357,13 @@ def send_email(
         copy=doc.email_count if again else 0,
     )
     where = rt.mailer.send(message)
-    with write(rt.engine) as conn:
-        records.mark_emailed(conn, doc.id, rt.clock())
-        ledger_follows(conn, rt.settings, doc.sale_id)
+
+    def sent() -> None:
+        with write(rt.engine) as conn:
+            records.mark_emailed(conn, doc.id, rt.clock())
+            ledger_follows(conn, rt.settings, doc.sale_id)
+
+    # Sent: failing now would send it again. A database away for a moment (a restart, a
+    # failover) is waited for instead.
+    when_reachable(sent, patience=EMAILED_PATIENCE)
     return where

@@ -89,7 +89,9 @@ class Runtime:
             from integrations.stripe_api import StripeApi
 
             self._stripe = StripeApi(
-                self.settings.stripe_api_key.reveal(), self.settings.stripe_api_base
+                self.settings.stripe_api_key.reveal(),
+                self.settings.stripe_api_base,
+                timeout=self.settings.network_timeout_seconds,
             )
         return self._stripe  # type: ignore[no-any-return]
 
@@ -111,6 +113,7 @@ def ledger_sheet_for(settings: Settings) -> LedgerSheet:
         settings.ledger_tab,
         google_credentials=credentials.reveal() if credentials else None,
         google_api_endpoint=settings.google_api_endpoint,
+        timeout=settings.network_timeout_seconds,
     )
 
 
@@ -123,6 +126,7 @@ def mailer_for(settings: Settings) -> Mailer:
         settings.email_url,
         google_credentials=credentials.reveal() if credentials else None,
         google_api_endpoint=settings.google_api_endpoint,
+        timeout=settings.network_timeout_seconds,
     )
 
 
@@ -135,6 +139,7 @@ def storage_for(settings: Settings) -> Storage:
         region=settings.aws_region,
         access_key_id=settings.aws_access_key_id,
         secret_access_key=secret.reveal() if secret else None,
+        timeout=settings.network_timeout_seconds,
     )
 
 

@@ -121,6 +121,9 @@ class Settings:
     retry_base_seconds: float = 30.0
     retry_max_seconds: float = 3600.0
     payment_intent_grace_seconds: float = 120.0
+    # How long a call to an outside system (mail server, Gmail, Sheets, S3, Stripe's API)
+    # may wait for an answer before it fails and the job is retried.
+    network_timeout_seconds: float = 30.0
     templates_dir: Path = TEMPLATES_DIR
     config_path: Path | None = None
     # [zapier]: the Zap's own field names for the canonical ones, and the default currency.
@@ -601,6 +604,7 @@ def load_settings(env: Mapping[str, str], config: Mapping[str, Any] | None = Non
         retry_base_seconds=_number(env, "RETRY_BASE_SECONDS", 30, minimum=0),
         retry_max_seconds=_number(env, "RETRY_MAX_SECONDS", 3600, minimum=0),
         payment_intent_grace_seconds=_number(env, "PAYMENT_INTENT_GRACE_SECONDS", 120, minimum=0),
+        network_timeout_seconds=_number(env, "NETWORK_TIMEOUT_SECONDS", 30, minimum=0.1),
         config_path=path if config is None else None,
         accounting=_accounting(_table(data, "accounting")),
         accountant_email=_accountant(_table(data, "accountant")),

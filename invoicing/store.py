@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -42,6 +42,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 metadata = MetaData()
 # Amounts in minor units: 64 bits (SQLite's INTEGER is already).
@@ -316,6 +317,40 @@ class _Checkpointer:
 
 
 _checkpointer = _Checkpointer()
+
+
+T = TypeVar("T")
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether a database error says the database is away (restarting, failing over, the
+    network down) rather than that it refused the statement."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    return isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated
+
+
+def when_reachable(
+    work: Callable[[], T],
+    *,
+    patience: float,
+    waiting: Callable[[BaseException], None] = lambda exc: None,
+    give_up: Callable[[], bool] = lambda: False,
+) -> T:
+    """``work()``, tried again while the database is unreachable, for up to ``patience``
+    seconds (or until ``give_up()``): for a write that must not be lost once an outside
+    effect has happened (an email sent, a job's end). Other errors are raised at once."""
+    deadline = time.monotonic() + patience
+    delay = 0.1
+    while True:
+        try:
+            return work()
+        except DBAPIError as exc:
+            if not unreachable(exc) or time.monotonic() + delay > deadline or give_up():
+                raise
+            waiting(exc)
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

@@ -23,6 +23,7 @@ import tempfile
 import threading
 import traceback
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from invoicing import metrics, queue
 from invoicing.backup import daily as daily_backups
@@ -34,8 +35,13 @@ from invoicing.logs import job_context
 from invoicing.pipeline import process_sale
 from invoicing.queue import JobKind
 from invoicing.runtime import Runtime
+from invoicing.store import when_reachable
 
 log = logging.getLogger("invoicehook.worker")
+T = TypeVar("T")
+# Seconds a job's end waits for an unreachable database before the loop gives up on it (it
+# is then left running: the next boot gives it back).
+RECORD_PATIENCE = 600.0
 
 
 class Worker:
@@ -227,20 +233,25 @@ class Worker:
         except queue.LeaseLost as exc:
             log.warning("job %s (sale %s): %s", job.id, job.sale_id, exc)
         except queue.Postponed as later:
-            queue.postpone(self.rt.engine, job, later.seconds)
+            seconds = later.seconds
+            self._record(job, lambda: queue.postpone(self.rt.engine, job, seconds))
             log.info("job %s (%s, sale %s): later: %s", job.id, job.kind, job.sale_id, later)
         except Exception as exc:
             metrics.failure(default=str(job.kind))
             # A setting that is wrong stays wrong until a person fixes it and replays.
             permanent = isinstance(exc, PermanentError | SettingsError)
-            state = queue.fail(
-                self.rt.engine,
+            error = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}"
+            state = self._record(
                 job,
-                f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}",
-                permanent=permanent,
-                max_attempts=settings.job_max_attempts,
-                base=settings.retry_base_seconds,
-                cap=settings.retry_max_seconds,
+                lambda: queue.fail(
+                    self.rt.engine,
+                    job,
+                    error,
+                    permanent=permanent,
+                    max_attempts=settings.job_max_attempts,
+                    base=settings.retry_base_seconds,
+                    cap=settings.retry_max_seconds,
+                ),
             )
             log.warning(
                 "job %s (sale %s) failed, attempt %s, now %s: %s",
@@ -251,8 +262,20 @@ class Worker:
                 exc,
             )
         else:
-            queue.complete(self.rt.engine, job)
+            self._record(job, lambda: queue.complete(self.rt.engine, job))
             log.info("job %s (sale %s): %s", job.id, job.sale_id, result)
+
+    def _record(self, job: queue.Job, write: Callable[[], T]) -> T:
+        """Write how a job ended, waiting for the database when it is away (a restart, a
+        failover). A job whose end is not written stays running, and this worker's heartbeat
+        would renew its lease for as long as the worker lives: nobody would run it again."""
+
+        def waiting(exc: BaseException) -> None:
+            log.warning("job %s: the database is unreachable, its end is not written yet", job.id)
+
+        return when_reachable(
+            write, patience=RECORD_PATIENCE, waiting=waiting, give_up=lambda: self._stopping
+        )
 
     @staticmethod
     def _step(kind: JobKind) -> Callable[[Runtime, int, Callable[[], None]], object]:

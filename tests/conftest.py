@@ -16,6 +16,7 @@ import asyncio
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime
@@ -403,6 +405,17 @@ class Inbox:
     def wait_for(self, count: int, timeout: float = 60) -> list[EmailMessage]:
         wait_until(lambda: len(self.messages) >= count, timeout, what=f"{count} email(s)")
         return self.messages
+
+
+def emails_per_number(messages: list[EmailMessage]) -> Counter[str]:
+    """How many emails each invoice number got: a Message-ID starts with the number (see
+    message.message_id), so a repeated send counts twice, whoever received it."""
+    found = Counter[str]()
+    for msg in messages:
+        match = re.match(r"<?([A-Z]\d{4}-\d+)\.", str(msg["Message-ID"]))
+        assert match, msg["Message-ID"]
+        found[match.group(1)] += 1
+    return found
 
 
 def free_port() -> int:

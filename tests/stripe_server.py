@@ -53,6 +53,10 @@ class StripeServer:
         self.requests: list[str] = []
         # Answer 500 to the requests this says yes to (path with its query string).
         self.fail_when: Callable[[str], bool] | None = None
+        # Never answer the requests this says yes to (a hung Stripe), until ``released`` is set;
+        # they are then answered, to a client that has long given up (reads change nothing).
+        self.hang_when: Callable[[str], bool] | None = None
+        self.released = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -65,6 +69,7 @@ class StripeServer:
         return self
 
     def stop(self) -> None:
+        self.released.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -234,6 +239,8 @@ class StripeServer:
                 if self.headers.get("Authorization") != f"Bearer {API_KEY}":
                     error = {"message": "Invalid API Key provided", "type": "invalid_request"}
                     return self._send(401, {"error": error})
+                if server.hang_when is not None and server.hang_when(self.path):
+                    server.released.wait()
                 status, body = server.answer(self.path)
                 self._send(status, body)
 
