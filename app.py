@@ -38,7 +38,7 @@ from invoicing.months import Month
 from invoicing.runtime import Runtime, build_runtime
 from invoicing.settings import Settings
 from invoicing.sources import REGISTRY, Inbound
-from invoicing.store import is_postgres, write
+from invoicing.store import is_postgres, unreachable, write
 from invoicing.supervisor import WorkerProcess
 
 MAX_BODY = 1024 * 1024
@@ -63,8 +63,15 @@ async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
     return b"".join(chunks)
 
 
-def error(status: int, message: str, **more: Any) -> JSONResponse:
-    return JSONResponse({"error": message, **more}, status_code=status)
+UNREACHABLE = "the database is unreachable; nothing was recorded, send it again"
+RETRY_AFTER = 5  # seconds
+
+
+def error(
+    status: int, message: str, *, retry_after: int | None = None, **more: Any
+) -> JSONResponse:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return JSONResponse({"error": message, **more}, status_code=status, headers=headers)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -79,7 +86,16 @@ async def http_error(request: Request, exc: Exception) -> Response:
 async def webhook(request: Request) -> Response:
     """``POST /webhooks/{source}``: every sale source, one route (sources.REGISTRY)."""
     name: str = request.path_params["source"]
-    response, outcome = await _webhook(request, name)
+    try:
+        response, outcome = await _webhook(request, name)
+    except Exception as exc:
+        if not unreachable(exc):
+            raise
+        # Restarting, failing over, its disk full: nothing was recorded, and the sender
+        # sends it again on a 5xx (Stripe for three days). One line, not a traceback each.
+        cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        log.warning("webhook not recorded, the database is unreachable: %s", cause[:1])
+        response, outcome = error(503, UNREACHABLE, retry_after=RETRY_AFTER), "unavailable"
     # A source's name is counted only if it is one of ours: a label is never what a caller
     # typed, or /metrics would grow with every path tried.
     metrics.received(name if name in REGISTRY else "unknown", outcome)

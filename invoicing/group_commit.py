@@ -33,7 +33,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 
-from invoicing.store import write
+from invoicing.store import unreachable, write
 
 log = logging.getLogger("invoicehook.intake")
 
@@ -121,7 +121,10 @@ class GroupCommit:
                 log.exception("a batch of %s could not be recorded at once; one by one", len(batch))
                 together = False
             except Exception as exc:  # the commit (or the database) failed: nobody gets 2xx
-                log.exception("an intake batch of %s could not be committed", len(batch))
+                if unreachable(exc):  # each webhook says so (app.py); no traceback for it
+                    log.warning("an intake batch of %s: the database is unreachable", len(batch))
+                else:
+                    log.exception("an intake batch of %s could not be committed", len(batch))
                 results = [(None, exc)] * len(batch)
                 break
         self.batches += 1

@@ -210,7 +210,10 @@ def document() -> dict[str, Any]:
                         "404": _error("no such source"),
                         "413": _error("the body is larger than 1 MiB"),
                         "422": _error("zapier: fields missing or invalid, each named"),
-                        "503": _error("the source's secret is not set on this service"),
+                        "503": _error(
+                            "the source's secret is not set on this service, or the database "
+                            "is unreachable (nothing was recorded: send it again)"
+                        ),
                     },
                 }
             },

@@ -205,6 +205,8 @@ def test_a_postgresql_restart_mid_burst_loses_and_doubles_nothing(
 
     assert sender.wrong == []
     assert sum(sender.errors.values()) > 0, "the restart was never felt by a webhook"
+    # Refused with a 503 that says why (app.py), never a bare 500 and a traceback.
+    assert {status for status in sender.errors if status.isdigit()} <= {"503"}, sender.errors
     assert down.status_code == 503 and down.json()["database"] == "unreachable"
     all_done(cluster.url, service)
     # Every 200 was committed: each sale answered is there, and invoiced once.
