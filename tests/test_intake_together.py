@@ -178,40 +178,17 @@ def test_new_sales_of_a_batch_are_taken_together_and_the_rest_left(tmp_path: Pat
             ),
             now=NOW - timedelta(minutes=1),
         )
+
+    def arrival(event_id: str, key: str, intent: str | None, email: str, total: int) -> Arrival:
+        draft = _sale(key, "stripe", intent, email, total)
+        return Arrival("stripe", NOW, delivery=Delivery(event_id, "t", "{}", draft))
+
     batch = [
-        Arrival(
-            "stripe",
-            NOW,
-            delivery=Delivery(
-                "evt_1", "t", "{}", _sale("cs_1", "stripe", "pi_1", "a@example.org", 100)
-            ),
-        ),
-        Arrival(
-            "stripe",
-            NOW,
-            delivery=Delivery(
-                "evt_2", "t", "{}", _sale("cs_2", "stripe", "pi_2", "old@example.org", 4900)
-            ),
-        ),
-        Arrival(
-            "stripe",
-            NOW,
-            delivery=Delivery(
-                "evt_3", "t", "{}", _sale("cs_3", "stripe", "pi_3", "b@example.org", 100)
-            ),
-        ),
-        Arrival(
-            "stripe",
-            NOW,
-            delivery=Delivery(
-                "evt_3", "t", "{}", _sale("cs_3", "stripe", "pi_3", "b@example.org", 100)
-            ),
-        ),
-        Arrival(
-            "stripe",
-            NOW,
-            delivery=Delivery("evt_4", "t", "{}", _sale("cs_4", "stripe", None, "", 100)),
-        ),
+        arrival("evt_1", "cs_1", "pi_1", "a@example.org", 100),
+        arrival("evt_2", "cs_2", "pi_2", "old@example.org", 4900),
+        arrival("evt_3", "cs_3", "pi_3", "b@example.org", 100),
+        arrival("evt_3", "cs_3", "pi_3", "b@example.org", 100),
+        arrival("evt_4", "cs_4", None, "", 100),
     ]
     with write(engine) as conn:
         done = record_together(conn, batch)
