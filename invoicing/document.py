@@ -61,12 +61,11 @@ class InvoiceRenderer:
         if DEFAULT_LANGUAGE not in self._texts:
             raise FileNotFoundError(templates_dir / "texts" / f"{DEFAULT_LANGUAGE}.json")
         # One compiler for the life of the process: it loads the fonts once and memoises
-        # layout across compiles. Each compile is given the template and the invoice's
-        # data as in-memory files (``_files``), not the data in sys.inputs: Typst rebuilds
-        # its standard library when sys.inputs change, and everything memoised depends on
-        # the library, so then nothing laid out for one invoice served the next (~0.8 ms
-        # more per invoice). root keeps Typst's access to other files inside templates/.
-        self._template = template.read_bytes()
+        # layout across compiles. Each compile is given the invoice's data as in-memory
+        # files (``_files``), not in sys.inputs: Typst rebuilds its standard library when
+        # sys.inputs change, and everything memoised depends on the library, so then
+        # nothing laid out for one invoice served the next (~0.8 ms more per invoice).
+        # root keeps Typst's file access inside templates/.
         self._compiler = typst.Compiler(
             str(template),
             root=str(templates_dir),
@@ -105,12 +104,15 @@ class InvoiceRenderer:
             pdf = facturx.with_xmp(pdf)
         return pdf
 
-    def _files(self, data: dict[str, Any], xml: bytes | None = None) -> dict[str, bytes]:
-        """What Typst compiles: the template as ``main.typ``, what it prints as
-        ``data.json`` and, for Factur-X, the XML it attaches (``data.json`` says whether)."""
+    @staticmethod
+    def _files(data: dict[str, Any], xml: bytes | None = None) -> dict[str, bytes]:
+        """What Typst compiles: a main file that includes the template, what it prints as
+        ``data.json`` and, for Factur-X, the XML it attaches (``data.json`` says whether).
+        typst-py parses every file given in memory as Typst source at each compile, so
+        the template itself is read from templates/, where Typst keeps it parsed."""
         payload = {**data, "facturx": xml is not None}
         files = {
-            "main.typ": self._template,
+            "main.typ": b'#include "/invoice.typ"\n',
             "data.json": json.dumps(payload, ensure_ascii=False).encode("utf-8"),
         }
         if xml is not None:
