@@ -2,7 +2,7 @@
 
 Python decides what is printed — every label, amount and date is formatted here, in the
 invoice's language — and ``templates/invoice.typ`` only lays it out. Everything reaches
-Typst as one JSON string in ``sys.inputs``, so customer text is data and never markup.
+Typst as one JSON file, ``data.json``, so customer text is data and never markup.
 The same invoice always gives the same bytes: the PDF's timestamp is the issue time and
 the fonts are the ones shipped in ``templates/fonts``, never the host's.
 """
@@ -61,10 +61,11 @@ class InvoiceRenderer:
         if DEFAULT_LANGUAGE not in self._texts:
             raise FileNotFoundError(templates_dir / "texts" / f"{DEFAULT_LANGUAGE}.json")
         # One compiler for the life of the process: it loads the fonts once and memoises
-        # layout across compiles (warm: ~2-4 ms to render an invoice again, ~7-9 ms for a
-        # new one on a 2-core machine; a cold first compile takes ~40 ms).
-        # typst-py 0.15.2 forgets an in-memory (bytes) main file after the first compile,
-        # so the template is given by path; root keeps Typst's file access inside templates/.
+        # layout across compiles. Each compile is given the invoice's data as in-memory
+        # files (``_files``), not in sys.inputs: Typst rebuilds its standard library when
+        # sys.inputs change, and everything memoised depends on the library, so then
+        # nothing laid out for one invoice served the next (~0.8 ms more per invoice).
+        # root keeps Typst's file access inside templates/.
         self._compiler = typst.Compiler(
             str(template),
             root=str(templates_dir),
@@ -77,16 +78,14 @@ class InvoiceRenderer:
     def render(self, invoice: Invoice, seller: Seller, regime: str) -> bytes:
         """The PDF of ``invoice``, issued by ``seller`` under the VAT ``regime``."""
         data = self.template_data(invoice, seller, regime)
-        sys_inputs = {"data": json.dumps(data, ensure_ascii=False)}
         options: dict[str, Any] = {}
         xml = self._facturx_xml(invoice, seller, regime)
         if xml is not None:
             # Factur-X: the XML is attached by the template (pdf.attach, which PDF/A-3
             # allows); its XMP properties are patched in after Typst.
-            sys_inputs["facturx"] = xml.decode("utf-8")
             options["pdf_standards"] = ["a-3b"]
         try:
-            pdf = self._compile(invoice, sys_inputs, options)
+            pdf = self._compile(invoice, self._files(data, xml), options)
         except typst.TypstError as exc:
             if xml is None or "could not be displayed" not in str(exc):
                 raise
@@ -96,8 +95,7 @@ class InvoiceRenderer:
             # (it was numbered, then failed for ever: found by fuzzing).
             log.warning("%s: rendered without Factur-X XML: %s", invoice.number, exc)
             xml = None
-            del sys_inputs["facturx"]
-            pdf = self._compile(invoice, sys_inputs, {})
+            pdf = self._compile(invoice, self._files(data), {})
         if not isinstance(pdf, bytes):  # only a multi-page image export returns a list
             raise TypeError(f"Typst returned {type(pdf).__name__}, expected the PDF's bytes")
         if xml is not None:
@@ -106,13 +104,26 @@ class InvoiceRenderer:
             pdf = facturx.with_xmp(pdf)
         return pdf
 
-    def _compile(
-        self, invoice: Invoice, sys_inputs: dict[str, str], options: dict[str, Any]
-    ) -> Any:
+    @staticmethod
+    def _files(data: dict[str, Any], xml: bytes | None = None) -> dict[str, bytes]:
+        """What Typst compiles: a main file that includes the template, what it prints as
+        ``data.json`` and, for Factur-X, the XML it attaches (``data.json`` says whether).
+        typst-py parses every file given in memory as Typst source at each compile, so
+        the template itself is read from templates/, where Typst keeps it parsed."""
+        payload = {**data, "facturx": xml is not None}
+        files = {
+            "main.typ": b'#include "/invoice.typ"\n',
+            "data.json": json.dumps(payload, ensure_ascii=False).encode("utf-8"),
+        }
+        if xml is not None:
+            files["factur-x.xml"] = xml
+        return files
+
+    def _compile(self, invoice: Invoice, files: dict[str, bytes], options: dict[str, Any]) -> Any:
         with self._lock:
             return self._compiler.compile(
+                input=files,  # typst-py takes a dict of files (its README), not in its stub
                 format="pdf",
-                sys_inputs=sys_inputs,
                 timestamp=_utc(invoice.issued_at),
                 **options,
             )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import struct
 import subprocess
 import sys
@@ -481,8 +480,8 @@ def test_credit_note_header_stays_on_the_page(renderer: InvoiceRenderer, number:
         issued_at=datetime(2026, 12, 2, 10, tzinfo=UTC),
         sale_date=date(2026, 12, 1),
     )
-    data = json.dumps(renderer.template_data(note, SELLER, "franchise"))
-    png = renderer._compiler.compile(format="png", ppi=72, sys_inputs={"data": data})
+    files = renderer._files(renderer.template_data(note, SELLER, "franchise"))
+    png = renderer._compiler.compile(input=files, format="png", ppi=72)  # type: ignore[type-var]
     assert isinstance(png, bytes)
     width, rows = png_rows(png)
     margin = round(1.5 / 2.54 * 72)  # pixels in 1.5 cm

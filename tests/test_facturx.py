@@ -556,3 +556,106 @@ def test_the_option_for_vat_on_debits_is_the_vat_point_code(
     code = f"{SETTLEMENT}/ram:ApplicableTradeTax/ram:DueDateTypeCode/text()"
     assert set(texts(tree(rendered("debits")[1]), code)) == {"5"}
     assert texts(tree(rendered("standard")[1]), code) == []
+
+
+# The shapes of XML the CASES above do not make: parties without what may be missing, or
+# with more than usual, another currency. With CASES, they are every shape data_dict
+# writes, and so what makes it safe not to check each invoice's XML against the XSD.
+SHAPES = {
+    "buyer-email-only": (invoice(buyer=Buyer(email="x@example.com")), SELLER, "franchise"),
+    "buyer-name-only": (invoice(buyer=Buyer(name="Marc Petit")), SELLER, "franchise"),
+    "buyer-nothing": (invoice(buyer=Buyer(business_name="—")), SELLER, "franchise"),
+    "buyer-long-address": (
+        invoice(
+            buyer=replace(
+                CONSUMER, address=("Bât. B", "Esc. 4", "3 place du Marché", "BP 12", "Lyon")
+            )
+        ),
+        SELLER,
+        "franchise",
+    ),
+    "buyer-siret": (
+        taxed(buyer=replace(FR_COMPANY, siren="30326504500028")),
+        VAT_SELLER,
+        "standard",
+    ),
+    "seller-bare": (
+        taxed(currency="JPY"),
+        Seller("Zoé Dupont", (), "FR", "", "", vat_number="FR44732829320"),
+        "standard",
+    ),
+    "seller-no-siren": (invoice(), replace(SELLER, siren="", email=""), "training"),
+    "reverse-charge-credit": (
+        credit_note(buyer=EU_COMPANY, language="en"),
+        VAT_SELLER,
+        "reverse-charge",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(SHAPES))
+def test_every_shape_of_xml_is_valid_against_the_xsd(renderer: InvoiceRenderer, name: str) -> None:
+    """The renderer does not check each XML against the XSD (see ``cii_xml``): every shape
+    it writes is checked here, and the CASES are checked as they are read back."""
+    from invoicing.document import _paid_on, _with_legal_form
+    from invoicing.facturx import cii_xml
+
+    document, seller, regime = SHAPES[name]
+    xml = cii_xml(
+        document,
+        seller,
+        regime,
+        renderer.texts(document),
+        seller_name=_with_legal_form(seller),
+        paid_on=_paid_on(document),
+    )
+    assert facturx.xml_check_xsd(xml, flavor="factur-x", level="en16931")
+
+
+def test_xmp_is_inserted_without_rewriting_the_file(
+    rendered: Callable[[str], tuple[bytes, bytes]],
+) -> None:
+    """The fx: properties go into Typst's file as it is: the cross-reference table still
+    points at every object, and qpdf finds nothing to repair."""
+    pdf, _ = rendered("standard")
+    start = int(pdf[pdf.rindex(b"startxref") :].split()[1])
+    assert pdf[start:].startswith(b"xref")
+    lines = pdf[start : pdf.index(b"trailer", start)].split(b"\n")[1:]
+    first, count = (int(n) for n in lines[0].split())
+    for number, entry in enumerate(lines[1 : 1 + count], start=first):
+        offset, _, kind = entry.split()[:3]
+        if kind == b"n":
+            assert pdf.startswith(b"%d 0 obj" % number, int(offset)), number
+    with pikepdf.open(io.BytesIO(pdf)) as doc:
+        assert doc.check_pdf_syntax() == []
+        assert doc.Root.Metadata.read_bytes().count(b"Factur-X PDFA Extension Schema") == 1
+
+
+def test_xmp_of_a_pdf_laid_out_otherwise_is_rewritten(
+    rendered: Callable[[str], tuple[bytes, bytes]],
+) -> None:
+    """A PDF not laid out as Typst lays it out (object streams, an xref stream) still
+    gets the fx: properties, through pikepdf."""
+    from invoicing.facturx import with_xmp
+
+    pdf, _ = rendered("franchise")
+    with pikepdf.open(io.BytesIO(pdf)) as doc:
+        del doc.Root.Metadata
+        doc.Root.Metadata = pikepdf.Stream(
+            doc, _TYPST_PACKET, Type=pikepdf.Name.Metadata, Subtype=pikepdf.Name.XML
+        )
+        out = io.BytesIO()
+        doc.save(out, object_stream_mode=pikepdf.ObjectStreamMode.generate)
+    with pikepdf.open(io.BytesIO(with_xmp(out.getvalue()))) as doc:
+        meta = doc.open_metadata()
+        assert meta[f"{{{FX}}}ConformanceLevel"] == "EN 16931"
+        assert meta["pdfaid:part"] == "3"
+
+
+_TYPST_PACKET = (
+    b'<?xpacket begin="\xef\xbb\xbf" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+    b'<rdf:Description rdf:about="" xmlns:pdfaid="http://www.aiim.org/pdfa/ns/id/">'
+    b"<pdfaid:part>3</pdfaid:part><pdfaid:conformance>B</pdfaid:conformance>"
+    b'</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="r"?>'
+)
