@@ -143,15 +143,16 @@ _TAKE = (
 )
 
 
+_BUSY = select(jobs.c.kind).where(
+    jobs.c.state == JobState.RUNNING,
+    jobs.c.kind.in_(list(EXCLUSIVE)),
+    jobs.c.locked_until >= bindparam("now"),
+)
+
+
 def _busy_groups(conn: Connection, now: datetime) -> set[str]:
     """The exclusive groups a live lease holds right now."""
-    running = conn.execute(
-        select(jobs.c.kind).where(
-            jobs.c.state == JobState.RUNNING,
-            jobs.c.kind.in_(list(EXCLUSIVE)),
-            jobs.c.locked_until >= now,
-        )
-    ).scalars()
+    running = conn.execute(_BUSY, {"now": now}).scalars()
     return {EXCLUSIVE[JobKind(kind)] for kind in running}
 
 
@@ -202,16 +203,21 @@ class LeaseLost(Exception):
     """Another worker took this job over (our lease ran out): stop before any side effect."""
 
 
+_OURS = (jobs.c.id == bindparam("b_id"), jobs.c.locked_by == bindparam("b_owner"))
+_RENEW = (
+    update(jobs)
+    .where(*_OURS, jobs.c.state == JobState.RUNNING)
+    .values(locked_until=bindparam("b_until"), updated_at=bindparam("b_now"))
+)
+
+
 def renew(engine: Engine, job: Job, lease_seconds: float) -> None:
     """Extend our lease, or raise LeaseLost if the job is no longer ours."""
     now = utcnow()
+    until = now + timedelta(seconds=lease_seconds)
     with write(engine) as conn:
         result = conn.execute(
-            update(jobs)
-            .where(
-                jobs.c.id == job.id, jobs.c.locked_by == job.owner, jobs.c.state == JobState.RUNNING
-            )
-            .values(locked_until=now + timedelta(seconds=lease_seconds), updated_at=now)
+            _RENEW, {"b_id": job.id, "b_owner": job.owner, "b_until": until, "b_now": now}
         )
     if result.rowcount != 1:
         raise LeaseLost(f"job {job.id} was taken over by another worker")
@@ -294,13 +300,16 @@ def postpone(engine: Engine, job: Job, seconds: float) -> None:
         )
 
 
+_COMPLETE = (
+    update(jobs)
+    .where(*_OURS)
+    .values(state=JobState.DONE, locked_by=None, locked_until=None, updated_at=bindparam("b_now"))
+)
+
+
 def complete(engine: Engine, job: Job) -> None:
     with write(engine) as conn:
-        conn.execute(
-            update(jobs)
-            .where(jobs.c.id == job.id, jobs.c.locked_by == job.owner)
-            .values(state=JobState.DONE, locked_by=None, locked_until=None, updated_at=utcnow())
-        )
+        conn.execute(_COMPLETE, {"b_id": job.id, "b_owner": job.owner, "b_now": utcnow()})
 
 
 def backoff(attempt: int, base: float, cap: float) -> float:
