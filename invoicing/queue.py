@@ -171,22 +171,21 @@ def claim(
     owner = f"{worker}/{uuid.uuid4().hex[:12]}"  # two loops of one process are two owners
     with write(engine) as conn:
         postgres = is_postgres(conn)
-        if postgres:
-            # Claims of exclusive kinds take turns, so two never both see the group free.
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
-        busy = _busy_groups(conn, now)
-        skip = [kind for kind, group in EXCLUSIVE.items() if group in busy]
         candidates: tuple[Select[Any], ...] = _CANDIDATES[postgres]
         if job_id is not None:
             waiting = select(*_COLUMNS).where(jobs.c.id == job_id, jobs.c.state == JobState.PENDING)
             candidates = (waiting.with_for_update(skip_locked=True),)
-        row = None
-        for query in candidates:
-            if skip:
-                query = query.where(jobs.c.kind.not_in(skip))
-            row = conn.execute(query, {"now": now}).first()
-            if row is not None:
-                break
+        row = _first(conn, candidates, now)
+        # Only a job of an exclusive kind needs its group looked at (most claims do not).
+        if row is not None and row.kind in EXCLUSIVE:
+            if postgres:
+                # Claims of exclusive kinds take turns, so two never both see the group free;
+                # the look below is a new statement, so it sees the turn before ours.
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+            busy = _busy_groups(conn, now)
+            if EXCLUSIVE[JobKind(row.kind)] in busy:
+                skip = [kind for kind, group in EXCLUSIVE.items() if group in busy]
+                row = _first(conn, candidates, now, skip)
         if row is None:
             return None
         until = now + timedelta(seconds=lease_seconds)
@@ -194,6 +193,22 @@ def claim(
     return Job(
         id=row.id, kind=JobKind(row.kind), sale_id=row.sale_id, attempts=row.attempts, owner=owner
     )
+
+
+def _first(
+    conn: Connection,
+    candidates: tuple[Select[Any], ...],
+    now: datetime,
+    skip: list[JobKind] | None = None,
+) -> Any:
+    """The first due row of ``candidates``, leaving out the kinds in ``skip``."""
+    for query in candidates:
+        if skip:
+            query = query.where(jobs.c.kind.not_in(skip))
+        row = conn.execute(query, {"now": now}).first()
+        if row is not None:
+            return row
+    return None
 
 
 _LOCK_KEY = zlib.crc32(b"invoicehook.queue.exclusive")
