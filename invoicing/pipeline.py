@@ -299,24 +299,22 @@ def store_pdf(rt: Runtime, doc: DocumentRecord) -> bytes:
 
 
 def _store(rt: Runtime, doc: DocumentRecord) -> tuple[bytes, DocumentRecord]:
-    """Render and store the PDF; the PDF, and the document as it is now (read back in the
-    transaction that records it stored: its email may have been sent meanwhile)."""
+    """Render and store the PDF; the PDF, and the document as it is now (returned by the
+    statement that records it stored: its email may have been sent meanwhile)."""
     from invoicing.document import storage_key
 
     pdf = render_pdf(rt, doc)
     key = storage_key(doc.printable())
     rt.storage.put(key, pdf)
     with write(rt.engine) as conn:
-        records.set_document(
+        stored = records.mark_stored(
             conn,
             doc.id,
             pdf_key=key,
             pdf_sha256=hashlib.sha256(pdf).hexdigest(),
             stored_at=rt.clock(),
         )
-        now = records.document_of_sale(conn, doc.sale_id)
-    assert now is not None
-    return pdf, now
+    return pdf, stored
 
 
 def send_email(

@@ -466,10 +466,11 @@ def held_sales(conn: Connection, limit: int = 100) -> list[SaleRecord]:
 _WITH_SOURCE = select(invoices, sales_table.c.source).join(
     sales_table, sales_table.c.id == invoices.c.sale_id
 )
-_NEW_DOCUMENT = insert(invoices)
+_NEW_DOCUMENT = insert(invoices).returning(*invoices.c)
 _OF_SALE = select(invoices).where(invoices.c.sale_id == bindparam("b_sale"))
 _OF_SALES = {False: _OF_SALE, True: _OF_SALE.with_for_update()}
 _SET_DOCUMENT = update(invoices).where(invoices.c.id == bindparam("b_id"))
+_STORED = _SET_DOCUMENT.returning(*invoices.c)
 _EMAILED = _SET_DOCUMENT.values(
     email_status=EmailStatus.SENT,
     email_error=None,
@@ -478,11 +479,12 @@ _EMAILED = _SET_DOCUMENT.values(
 )
 
 
-def insert_document(conn: Connection, **values: Any) -> None:
+def insert_document(conn: Connection, **values: Any) -> DocumentRecord:
+    """Insert a document; returns it as read back (RETURNING: no second statement)."""
     values["buyer"] = buyer_json(values["buyer"])
     values["lines"] = lines_json(values["lines"])
     values["tax_lines"] = tax_lines_json(values["tax_lines"])
-    conn.execute(_NEW_DOCUMENT, values)
+    return document_of(conn.execute(_NEW_DOCUMENT, values).one())
 
 
 def document_of_sale(
@@ -610,6 +612,14 @@ def stale_ledger_statuses(conn: Connection, limit: int) -> list[DocumentRecord]:
 def set_document(conn: Connection, document_id: int, **values: Any) -> None:
     """Record a step done on a document (stored, emailed, ledgered): never its content."""
     conn.execute(_SET_DOCUMENT, {"b_id": document_id, **values})
+
+
+def mark_stored(
+    conn: Connection, document_id: int, *, pdf_key: str, pdf_sha256: str, stored_at: datetime
+) -> DocumentRecord:
+    """Record the document's PDF stored; returns the document as it is now (RETURNING)."""
+    values = {"pdf_key": pdf_key, "pdf_sha256": pdf_sha256, "stored_at": stored_at}
+    return document_of(conn.execute(_STORED, {"b_id": document_id, **values}).one())
 
 
 def mark_emailed(conn: Connection, document_id: int, now: datetime) -> None:
