@@ -415,10 +415,12 @@ def heartbeat_of(conn: Connection, prefix: str) -> Any:
     ).first()
 
 
-def next_due(conn: Connection) -> datetime | None:
-    value = conn.execute(
-        select(jobs.c.run_after).where(jobs.c.state == JobState.PENDING).order_by(jobs.c.run_after)
-    ).scalar()
+def next_due(conn: Connection, after: datetime | None = None) -> datetime | None:
+    """When the next pending job falls due (``after``: the first due later than that)."""
+    query = select(jobs.c.run_after).where(jobs.c.state == JobState.PENDING)
+    if after is not None:
+        query = query.where(jobs.c.run_after > after)
+    value = conn.execute(query.order_by(jobs.c.run_after)).scalar()
     return as_utc(value) if value else None
 
 

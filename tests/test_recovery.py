@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from invoicing import queue
+from invoicing.runtime import Runtime
 from invoicing.store import invoices, jobs, make_engine, migrate
 from tests.conftest import (
     Inbox,
@@ -241,3 +242,27 @@ def test_an_exclusive_job_waits_while_its_group_runs(database_url: str) -> None:
         while (left := queue.claim(engine, "racer", 600)) is not None:
             queue.complete(engine, left)
     engine.dispose()
+
+
+def test_a_loop_waits_until_the_next_job_is_due_not_a_whole_poll(runtime: Runtime) -> None:
+    """After the due jobs, a loop sleeps until the next pending job falls due (a retry's
+    backoff), at most a poll; a job due already that the claim passed over (its exclusive
+    group is busy) waits a poll, as nothing announces the end of the other's run."""
+    from datetime import timedelta
+
+    from invoicing.worker import Worker
+
+    worker = Worker(runtime, poll_seconds=5.0)
+    assert worker._run_while_due() == 5.0  # nothing pending
+    now = runtime.clock()
+    with runtime.engine.begin() as conn:
+        queue.enqueue(conn, queue.JobKind.INVOICE, 1, run_after=now + timedelta(seconds=2))
+    assert 1.0 < worker._run_while_due() <= 2.0
+    with runtime.engine.begin() as conn:
+        queue.enqueue(conn, queue.JobKind.LEDGER, 2, run_after=now)
+        queue.enqueue(conn, queue.JobKind.LEDGER, 3, run_after=now)
+    running = queue.claim(runtime.engine, "other", 600)
+    assert running is not None and running.kind == queue.JobKind.LEDGER
+    # The other ledger job waits for the first; the invoice is still due in under 2 s.
+    assert 0.5 < worker._run_while_due() <= 2.0
+    queue.complete(runtime.engine, running)
