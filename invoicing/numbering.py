@@ -105,7 +105,7 @@ def issue_document(
         clock=clock,
     )
     zone = ZoneInfo(settings.invoice.timezone)
-    records.insert_document(
+    document = records.insert_document(
         conn,
         sale_id=sale_id,
         number=allocation.number,
@@ -121,8 +121,6 @@ def issue_document(
         **values,
     )
     ledger_follows(conn, settings, sale_id)
-    document = records.document_of_sale(conn, sale_id)
-    assert document is not None
     return document
 
 

@@ -54,7 +54,7 @@ def process_sale(rt: Runtime, sale_id: int, checkpoint: Callable[[], None] = lam
     The earlier steps need no such guard: a second issue of the same sale fails on the
     unique sale_id (and gives its number back), and storing writes the same bytes.
     """
-    sale = _sale(rt, sale_id)
+    sale, doc = _sale(rt, sale_id)
     bind(event=sale.event_id)
     if sale.status == SaleStatus.DUPLICATE:
         return f"sale {sale_id} is a duplicate of sale {sale.duplicate_of}; nothing to do"
@@ -62,7 +62,7 @@ def process_sale(rt: Runtime, sale_id: int, checkpoint: Callable[[], None] = lam
         return f"sale {sale_id} is held: {sale.held_reason}"
     try:
         with timed("issue"):
-            doc = _issue(rt, sale)
+            doc = doc if doc is not None else _issue(rt, sale)
     except SaleHeld as held:
         return f"sale {sale_id} is held: {held}"
     if doc is None and sale.kind == SaleKind.REFUND:
@@ -73,8 +73,7 @@ def process_sale(rt: Runtime, sale_id: int, checkpoint: Callable[[], None] = lam
     pdf = None
     if doc.stored_at is None:
         with timed("store"):
-            pdf = store_pdf(rt, doc)
-        doc = _reload(rt, doc)
+            pdf, doc = _store(rt, doc)
     if doc.emailed_at is None and doc.email_status != EmailStatus.SKIPPED:
         if doc.kind == DocumentKind.CREDIT_NOTE and _invoice_email_on_its_way(rt, doc):
             # The buyer must not read of a credit note on an invoice they have not received.
@@ -87,19 +86,14 @@ def process_sale(rt: Runtime, sale_id: int, checkpoint: Callable[[], None] = lam
     return f"{doc.kind.replace('_', ' ')} {doc.number} done"
 
 
-def _sale(rt: Runtime, sale_id: int) -> SaleRecord:
+def _sale(rt: Runtime, sale_id: int) -> tuple[SaleRecord, DocumentRecord | None]:
+    """The sale and its document if it has one, read together."""
     with rt.engine.connect() as conn:
         sale = records.sale(conn, sale_id)
+        doc = records.document_of_sale(conn, sale_id) if sale is not None else None
     if sale is None:
         raise PermanentError(f"sale {sale_id} does not exist")
-    return sale
-
-
-def _reload(rt: Runtime, doc: DocumentRecord) -> DocumentRecord:
-    with rt.engine.connect() as conn:
-        again = records.document_of_sale(conn, doc.sale_id)
-    assert again is not None
-    return again
+    return sale, doc
 
 
 def _invoice_email_on_its_way(rt: Runtime, note: DocumentRecord) -> bool:
@@ -122,14 +116,12 @@ def issue_now(rt: Runtime, sale_id: int) -> DocumentRecord | None:
     paid order so that numbers follow payment dates; the queued job then finds the invoice
     issued and goes on with the PDF and the email. Raises SaleHeld when no buyer is known.
     """
-    return _issue(rt, _sale(rt, sale_id))
+    sale, doc = _sale(rt, sale_id)
+    return doc if doc is not None else _issue(rt, sale)
 
 
 def _issue(rt: Runtime, sale: SaleRecord) -> DocumentRecord | None:
-    with rt.engine.connect() as conn:
-        doc = records.document_of_sale(conn, sale.id)
-    if doc is not None:
-        return doc
+    """Issue the document of a sale that had none when it was read."""
     if sale.kind == SaleKind.REFUND:
         made = issue_credit_note(rt, sale.id)
     elif sale.status == SaleStatus.DUPLICATE or _owned_elsewhere(rt, sale):
@@ -303,20 +295,26 @@ def render_pdf(rt: Runtime, doc: DocumentRecord) -> bytes:
 
 
 def store_pdf(rt: Runtime, doc: DocumentRecord) -> bytes:
+    return _store(rt, doc)[0]
+
+
+def _store(rt: Runtime, doc: DocumentRecord) -> tuple[bytes, DocumentRecord]:
+    """Render and store the PDF; the PDF, and the document as it is now (returned by the
+    statement that records it stored: its email may have been sent meanwhile)."""
     from invoicing.document import storage_key
 
     pdf = render_pdf(rt, doc)
     key = storage_key(doc.printable())
     rt.storage.put(key, pdf)
     with write(rt.engine) as conn:
-        records.set_document(
+        stored = records.mark_stored(
             conn,
             doc.id,
             pdf_key=key,
             pdf_sha256=hashlib.sha256(pdf).hexdigest(),
             stored_at=rt.clock(),
         )
-    return pdf
+    return pdf, stored
 
 
 def send_email(

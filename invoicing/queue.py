@@ -143,15 +143,16 @@ _TAKE = (
 )
 
 
+_BUSY = select(jobs.c.kind).where(
+    jobs.c.state == JobState.RUNNING,
+    jobs.c.kind.in_(list(EXCLUSIVE)),
+    jobs.c.locked_until >= bindparam("now"),
+)
+
+
 def _busy_groups(conn: Connection, now: datetime) -> set[str]:
     """The exclusive groups a live lease holds right now."""
-    running = conn.execute(
-        select(jobs.c.kind).where(
-            jobs.c.state == JobState.RUNNING,
-            jobs.c.kind.in_(list(EXCLUSIVE)),
-            jobs.c.locked_until >= now,
-        )
-    ).scalars()
+    running = conn.execute(_BUSY, {"now": now}).scalars()
     return {EXCLUSIVE[JobKind(kind)] for kind in running}
 
 
@@ -170,22 +171,21 @@ def claim(
     owner = f"{worker}/{uuid.uuid4().hex[:12]}"  # two loops of one process are two owners
     with write(engine) as conn:
         postgres = is_postgres(conn)
-        if postgres:
-            # Claims of exclusive kinds take turns, so two never both see the group free.
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
-        busy = _busy_groups(conn, now)
-        skip = [kind for kind, group in EXCLUSIVE.items() if group in busy]
         candidates: tuple[Select[Any], ...] = _CANDIDATES[postgres]
         if job_id is not None:
             waiting = select(*_COLUMNS).where(jobs.c.id == job_id, jobs.c.state == JobState.PENDING)
             candidates = (waiting.with_for_update(skip_locked=True),)
-        row = None
-        for query in candidates:
-            if skip:
-                query = query.where(jobs.c.kind.not_in(skip))
-            row = conn.execute(query, {"now": now}).first()
-            if row is not None:
-                break
+        row = _first(conn, candidates, now)
+        # Only a job of an exclusive kind needs its group looked at (most claims do not).
+        if row is not None and row.kind in EXCLUSIVE:
+            if postgres:
+                # Claims of exclusive kinds take turns, so two never both see the group free;
+                # the look below is a new statement, so it sees the turn before ours.
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+            busy = _busy_groups(conn, now)
+            if EXCLUSIVE[JobKind(row.kind)] in busy:
+                skip = [kind for kind, group in EXCLUSIVE.items() if group in busy]
+                row = _first(conn, candidates, now, skip)
         if row is None:
             return None
         until = now + timedelta(seconds=lease_seconds)
@@ -195,6 +195,22 @@ def claim(
     )
 
 
+def _first(
+    conn: Connection,
+    candidates: tuple[Select[Any], ...],
+    now: datetime,
+    skip: list[JobKind] | None = None,
+) -> Any:
+    """The first due row of ``candidates``, leaving out the kinds in ``skip``."""
+    for query in candidates:
+        if skip:
+            query = query.where(jobs.c.kind.not_in(skip))
+        row = conn.execute(query, {"now": now}).first()
+        if row is not None:
+            return row
+    return None
+
+
 _LOCK_KEY = zlib.crc32(b"invoicehook.queue.exclusive")
 
 
@@ -202,16 +218,21 @@ class LeaseLost(Exception):
     """Another worker took this job over (our lease ran out): stop before any side effect."""
 
 
+_OURS = (jobs.c.id == bindparam("b_id"), jobs.c.locked_by == bindparam("b_owner"))
+_RENEW = (
+    update(jobs)
+    .where(*_OURS, jobs.c.state == JobState.RUNNING)
+    .values(locked_until=bindparam("b_until"), updated_at=bindparam("b_now"))
+)
+
+
 def renew(engine: Engine, job: Job, lease_seconds: float) -> None:
     """Extend our lease, or raise LeaseLost if the job is no longer ours."""
     now = utcnow()
+    until = now + timedelta(seconds=lease_seconds)
     with write(engine) as conn:
         result = conn.execute(
-            update(jobs)
-            .where(
-                jobs.c.id == job.id, jobs.c.locked_by == job.owner, jobs.c.state == JobState.RUNNING
-            )
-            .values(locked_until=now + timedelta(seconds=lease_seconds), updated_at=now)
+            _RENEW, {"b_id": job.id, "b_owner": job.owner, "b_until": until, "b_now": now}
         )
     if result.rowcount != 1:
         raise LeaseLost(f"job {job.id} was taken over by another worker")
@@ -294,13 +315,16 @@ def postpone(engine: Engine, job: Job, seconds: float) -> None:
         )
 
 
+_COMPLETE = (
+    update(jobs)
+    .where(*_OURS)
+    .values(state=JobState.DONE, locked_by=None, locked_until=None, updated_at=bindparam("b_now"))
+)
+
+
 def complete(engine: Engine, job: Job) -> None:
     with write(engine) as conn:
-        conn.execute(
-            update(jobs)
-            .where(jobs.c.id == job.id, jobs.c.locked_by == job.owner)
-            .values(state=JobState.DONE, locked_by=None, locked_until=None, updated_at=utcnow())
-        )
+        conn.execute(_COMPLETE, {"b_id": job.id, "b_owner": job.owner, "b_now": utcnow()})
 
 
 def backoff(attempt: int, base: float, cap: float) -> float:
@@ -391,10 +415,12 @@ def heartbeat_of(conn: Connection, prefix: str) -> Any:
     ).first()
 
 
-def next_due(conn: Connection) -> datetime | None:
-    value = conn.execute(
-        select(jobs.c.run_after).where(jobs.c.state == JobState.PENDING).order_by(jobs.c.run_after)
-    ).scalar()
+def next_due(conn: Connection, after: datetime | None = None) -> datetime | None:
+    """When the next pending job falls due (``after``: the first due later than that)."""
+    query = select(jobs.c.run_after).where(jobs.c.state == JobState.PENDING)
+    if after is not None:
+        query = query.where(jobs.c.run_after > after)
+    value = conn.execute(query.order_by(jobs.c.run_after)).scalar()
     return as_utc(value) if value else None
 
 

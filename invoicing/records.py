@@ -352,9 +352,18 @@ def supersede_bare_intent(conn: Connection, payment_intent: str, owner: int) -> 
     conn.execute(_hot(conn).intent_superseded, {"pi": payment_intent, "owner": owner})
 
 
+# What the worker runs on each sale is built once too (binds prefixed b_, so they never
+# clash with a column named in the values of an UPDATE or INSERT).
+_SALE = select(sales_table).where(sales_table.c.id == bindparam("b_id"))
+_SALES = {False: _SALE, True: _SALE.with_for_update()}
+_STATUS = select(sales_table.c.status).where(sales_table.c.id == bindparam("b_id"))
+_STATUSES = {False: _STATUS, True: _STATUS.with_for_update()}
+_SET_SALE = update(sales_table).where(sales_table.c.id == bindparam("b_id"))
+_SET_SALE_IF = _SET_SALE.where(sales_table.c.status == bindparam("b_only_if"))
+
+
 def sale(conn: Connection, sale_id: int, *, for_update: bool = False) -> SaleRecord | None:
-    query = select(sales_table).where(sales_table.c.id == sale_id)
-    row = conn.execute(query.with_for_update() if for_update else query).first()
+    row = conn.execute(_SALES[for_update], {"b_id": sale_id}).first()
     return sale_of(row) if row else None
 
 
@@ -365,8 +374,7 @@ def sale_by_key(conn: Connection, payment_key: str) -> SaleRecord | None:
 
 def sale_status(conn: Connection, sale_id: int, *, for_update: bool = False) -> SaleStatus | None:
     """The sale's status; ``for_update`` locks its row (issuing takes turns on it)."""
-    query = select(sales_table.c.status).where(sales_table.c.id == sale_id)
-    value = conn.execute(query.with_for_update() if for_update else query).scalar()
+    value = conn.execute(_STATUSES[for_update], {"b_id": sale_id}).scalar()
     return SaleStatus(value) if value else None
 
 
@@ -378,10 +386,12 @@ def set_sale(
         values["buyer_email"] = _email_key(values["buyer"])
     if isinstance(values.get("buyer"), Buyer):
         values["buyer"] = buyer_json(values["buyer"])
-    query = update(sales_table).where(sales_table.c.id == sale_id)
+    # No .values(): the SET clause is the columns named in the parameters.
     if only_if is not None:
-        query = query.where(sales_table.c.status == only_if)
-    return int(conn.execute(query.values(**values)).rowcount)
+        result = conn.execute(_SET_SALE_IF, {"b_id": sale_id, "b_only_if": only_if, **values})
+    else:
+        result = conn.execute(_SET_SALE, {"b_id": sale_id, **values})
+    return int(result.rowcount)
 
 
 def others_with_intent(conn: Connection, sale_id: int, payment_intent: str) -> int | None:
@@ -456,21 +466,32 @@ def held_sales(conn: Connection, limit: int = 100) -> list[SaleRecord]:
 _WITH_SOURCE = select(invoices, sales_table.c.source).join(
     sales_table, sales_table.c.id == invoices.c.sale_id
 )
+_NEW_DOCUMENT = insert(invoices).returning(*invoices.c)
+_OF_SALE = select(invoices).where(invoices.c.sale_id == bindparam("b_sale"))
+_OF_SALES = {False: _OF_SALE, True: _OF_SALE.with_for_update()}
+_SET_DOCUMENT = update(invoices).where(invoices.c.id == bindparam("b_id"))
+_STORED = _SET_DOCUMENT.returning(*invoices.c)
+_EMAILED = _SET_DOCUMENT.values(
+    email_status=EmailStatus.SENT,
+    email_error=None,
+    emailed_at=bindparam("b_now"),
+    email_count=invoices.c.email_count + 1,
+)
 
 
-def insert_document(conn: Connection, **values: Any) -> None:
+def insert_document(conn: Connection, **values: Any) -> DocumentRecord:
+    """Insert a document; returns it as read back (RETURNING: no second statement)."""
     values["buyer"] = buyer_json(values["buyer"])
     values["lines"] = lines_json(values["lines"])
     values["tax_lines"] = tax_lines_json(values["tax_lines"])
-    conn.execute(insert(invoices).values(**values))
+    return document_of(conn.execute(_NEW_DOCUMENT, values).one())
 
 
 def document_of_sale(
     conn: Connection, sale_id: int, *, for_update: bool = False
 ) -> DocumentRecord | None:
     """The sale's document; ``for_update`` locks its row (concurrent refunds take turns)."""
-    query = select(invoices).where(invoices.c.sale_id == sale_id)
-    row = conn.execute(query.with_for_update() if for_update else query).first()
+    row = conn.execute(_OF_SALES[for_update], {"b_sale": sale_id}).first()
     return document_of(row) if row else None
 
 
@@ -590,20 +611,19 @@ def stale_ledger_statuses(conn: Connection, limit: int) -> list[DocumentRecord]:
 
 def set_document(conn: Connection, document_id: int, **values: Any) -> None:
     """Record a step done on a document (stored, emailed, ledgered): never its content."""
-    conn.execute(update(invoices).where(invoices.c.id == document_id).values(**values))
+    conn.execute(_SET_DOCUMENT, {"b_id": document_id, **values})
+
+
+def mark_stored(
+    conn: Connection, document_id: int, *, pdf_key: str, pdf_sha256: str, stored_at: datetime
+) -> DocumentRecord:
+    """Record the document's PDF stored; returns the document as it is now (RETURNING)."""
+    values = {"pdf_key": pdf_key, "pdf_sha256": pdf_sha256, "stored_at": stored_at}
+    return document_of(conn.execute(_STORED, {"b_id": document_id, **values}).one())
 
 
 def mark_emailed(conn: Connection, document_id: int, now: datetime) -> None:
-    conn.execute(
-        update(invoices)
-        .where(invoices.c.id == document_id)
-        .values(
-            email_status=EmailStatus.SENT,
-            email_error=None,
-            emailed_at=now,
-            email_count=invoices.c.email_count + 1,
-        )
-    )
+    conn.execute(_EMAILED, {"b_id": document_id, "b_now": now})
 
 
 def set_documents(conn: Connection, ids: Sequence[int], **values: Any) -> None:
@@ -626,6 +646,15 @@ def tax_under_exempt_regime(conn: Connection, limit: int = 20) -> list[DocumentR
 # -- number series ----------------------------------------------------------------------------
 
 
+_COUNTER = select(counters.c.last_seq).where(counters.c.series == bindparam("b_series"))
+_TAKE_COUNTER = (
+    update(counters)
+    .where(counters.c.series == bindparam("b_series"))
+    .values(last_seq=bindparam("b_seq"))
+)
+_NEW_ALLOCATION = insert(allocations)
+
+
 def lock_counter(conn: Connection, series: str) -> int:
     """The series' last number, its row locked until the transaction ends (``FOR UPDATE`` on
     PostgreSQL; SQLite's BEGIN IMMEDIATE already holds the only write lock)."""
@@ -634,9 +663,7 @@ def lock_counter(conn: Connection, series: str) -> int:
         conn.execute(new_counter.on_conflict_do_nothing())
         query = select(counters.c.last_seq).where(counters.c.series == series).with_for_update()
         return int(conn.execute(query).scalar_one())
-    current = conn.execute(
-        select(counters.c.last_seq).where(counters.c.series == series)
-    ).scalar_one_or_none()
+    current = conn.execute(_COUNTER, {"b_series": series}).scalar_one_or_none()
     if current is None:
         conn.execute(insert(counters).values(series=series, last_seq=0))
         return 0
@@ -645,8 +672,8 @@ def lock_counter(conn: Connection, series: str) -> int:
 
 def take_number(conn: Connection, *, series: str, seq: int, number: str, **allocation: Any) -> None:
     """Advance the series' counter and log who took the number, when."""
-    conn.execute(update(counters).where(counters.c.series == series).values(last_seq=seq))
-    conn.execute(insert(allocations).values(series=series, seq=seq, number=number, **allocation))
+    conn.execute(_TAKE_COUNTER, {"b_series": series, "b_seq": seq})
+    conn.execute(_NEW_ALLOCATION, {"series": series, "seq": seq, "number": number, **allocation})
 
 
 # -- small values: the signing key, the ledger's last append -------------------------------

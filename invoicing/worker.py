@@ -191,16 +191,35 @@ class Worker:
 
     async def _loop(self) -> None:
         while not self._stopping:
+            # Cleared before looking: a job committed after this is either claimed by the
+            # look below or wakes the wait after it (cleared after an empty look, a wake
+            # that came during the look was lost, and the loop slept with the job due).
+            self._wake.clear()
             try:
-                worked = await asyncio.to_thread(self.run_once)
+                wait = await asyncio.to_thread(self._run_while_due)
             except Exception:  # the database is away: wait and try again
                 log.exception("worker could not reach the queue")
-                worked = False
-            if worked:
-                continue
-            self._wake.clear()
+                wait = self.poll_seconds
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                await asyncio.wait_for(self._wake.wait(), wait)
+
+    def _run_while_due(self) -> float:
+        """Run due jobs one after the other, in this thread (not a hop through the event
+        loop per job), until none is due or the worker stops; then how long to wait: until
+        the next pending job falls due (a retry's backoff, a postponed job), at most a poll.
+        (A job due already that the claim passed over waits for its exclusive group, which
+        no wake announces: the poll finds it, as before.)"""
+        while not self._stopping:
+            looked = self.rt.clock()
+            if not self.run_once():
+                break
+        else:
+            return 0.0
+        with self.rt.engine.connect() as conn:
+            due = queue.next_due(conn, after=looked)
+        if due is None:
+            return self.poll_seconds
+        return min(self.poll_seconds, max(0.0, (due - self.rt.clock()).total_seconds()))
 
     def run_once(self, job_id: int | None = None) -> bool:
         """Claim one due job (or job ``job_id``, if it is still waiting) and run it; False

@@ -201,6 +201,12 @@ def test_message_id_is_deterministic_per_invoice_and_sender() -> None:
     assert first != message_id("F2026-000123", "other@atelier-martin.fr")
 
 
+def test_every_try_of_a_first_send_is_the_same_bytes() -> None:
+    """Boundaries come from the Message-ID, not chance: a retried send repeats the message."""
+    assert build().as_bytes() == build().as_bytes()
+    assert build(copy=1).as_bytes() != build().as_bytes()
+
+
 def test_invalid_buyer_email_is_permanent() -> None:
     """No one can receive a message without an address: a person must fix the sale."""
     with pytest.raises(PermanentError, match="buyer email"):

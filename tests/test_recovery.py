@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from invoicing import queue
+from invoicing.runtime import Runtime
 from invoicing.store import invoices, jobs, make_engine, migrate
 from tests.conftest import (
     Inbox,
@@ -189,3 +190,79 @@ def test_the_heartbeat_keeps_a_slow_jobs_lease_and_a_dead_one_loses_it(tmp_path:
     assert taken is not None and taken.id == job.id
     with pytest.raises(queue.LeaseLost):
         queue.renew(rt.engine, job, 1)  # the slow worker must not send now
+
+
+def test_an_exclusive_job_waits_while_its_group_runs(database_url: str) -> None:
+    """A ledger job is not handed out while another holds a live lease (the Sheet has one
+    writer); the claim passes over it to the next job, and hands it out once the first is
+    done. Claims racing from several threads never run two of the group at once."""
+    import threading
+
+    engine = make_engine(database_url)
+    migrate(engine)
+    with engine.begin() as conn:
+        queue.enqueue(conn, queue.JobKind.LEDGER, 1)
+        queue.enqueue(conn, queue.JobKind.LEDGER_REBUILD, queue.NO_SALE)
+        queue.enqueue(conn, queue.JobKind.INVOICE, 2)
+    first = queue.claim(engine, "w", 600)
+    assert first is not None and first.kind == queue.JobKind.LEDGER
+    passed = queue.claim(engine, "w", 600)
+    assert passed is not None and passed.kind == queue.JobKind.INVOICE
+    assert queue.claim(engine, "w", 600) is None  # the rebuild waits for the ledger job
+    queue.complete(engine, first)
+    rebuild = queue.claim(engine, "w", 600)
+    assert rebuild is not None and rebuild.kind == queue.JobKind.LEDGER_REBUILD
+    queue.complete(engine, rebuild)
+    queue.complete(engine, passed)
+
+    for round_ in range(5):
+        with engine.begin() as conn:
+            for n in range(3):
+                queue.enqueue(conn, queue.JobKind.LEDGER, 100 * round_ + n)
+            for n in range(3):
+                queue.enqueue(conn, queue.JobKind.INVOICE, 100 * round_ + 50 + n)
+        start = threading.Barrier(4)
+        taken: list[queue.Job] = []
+
+        def take(start: threading.Barrier = start, taken: list[queue.Job] = taken) -> None:
+            start.wait()
+            job = queue.claim(engine, "racer", 600)
+            if job is not None:
+                taken.append(job)
+
+        threads = [threading.Thread(target=take) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sum(job.kind == queue.JobKind.LEDGER for job in taken) <= 1
+        assert len(taken) >= 3  # the three invoices, at least, are not held back
+        for done in taken:
+            queue.complete(engine, done)
+        while (left := queue.claim(engine, "racer", 600)) is not None:
+            queue.complete(engine, left)
+    engine.dispose()
+
+
+def test_a_loop_waits_until_the_next_job_is_due_not_a_whole_poll(runtime: Runtime) -> None:
+    """After the due jobs, a loop sleeps until the next pending job falls due (a retry's
+    backoff), at most a poll; a job due already that the claim passed over (its exclusive
+    group is busy) waits a poll, as nothing announces the end of the other's run."""
+    from datetime import timedelta
+
+    from invoicing.worker import Worker
+
+    worker = Worker(runtime, poll_seconds=5.0)
+    assert worker._run_while_due() == 5.0  # nothing pending
+    now = runtime.clock()
+    with runtime.engine.begin() as conn:
+        queue.enqueue(conn, queue.JobKind.INVOICE, 1, run_after=now + timedelta(seconds=2))
+    assert 1.0 < worker._run_while_due() <= 2.0
+    with runtime.engine.begin() as conn:
+        queue.enqueue(conn, queue.JobKind.LEDGER, 2, run_after=now)
+        queue.enqueue(conn, queue.JobKind.LEDGER, 3, run_after=now)
+    running = queue.claim(runtime.engine, "other", 600)
+    assert running is not None and running.kind == queue.JobKind.LEDGER
+    # The other ledger job waits for the first; the invoice is still due in under 2 s.
+    assert 0.5 < worker._run_while_due() <= 2.0
+    queue.complete(runtime.engine, running)
