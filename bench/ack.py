@@ -32,6 +32,7 @@ from bench.harness import (
     Service,
     checkout_event,
     cpu_seconds,
+    fly_env,
     heading,
     info,
     note,
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         argv = [sys.executable, "-m", "bench.ack_app", str(port)]  # as `invoicehook serve`
         # INFO, as the service runs by default: every request writes its access line
-        env = service_env(folder, port, BENCH_WORKER=worker, LOG_LEVEL="INFO")
+        env = service_env(folder, port, BENCH_WORKER=worker, LOG_LEVEL="INFO", **fly_env())
         with Service(argv, env, folder, port) as service:
             totals = run_loop(measure(service))
             status, health = service.get_json("/healthz")

@@ -31,6 +31,7 @@ from bench.harness import (
     Service,
     checkout_event,
     cpu_seconds,
+    fly_env,
     heading,
     info,
     run_main,
@@ -102,7 +103,7 @@ def main() -> int:
     ):
         folder = Path(tmp)
         port = free_port()
-        env = service_env(folder, port, EMAIL_URL=email_url)
+        env = service_env(folder, port, EMAIL_URL=email_url, **fly_env())  # as on the machine
         with Service.serve(env, folder, port) as service:
             figures = burst(service, inbox)
 

@@ -24,8 +24,10 @@ from typing import Any, NoReturn
 
 # Run as a script (python bench/x.py), this folder comes first on sys.path, and there
 # bench/mjml.py would be imported for the mjml package that invoicing.message needs.
+# And this checkout comes first: a venv made in another checkout would otherwise import
+# that one's code (its editable install), for the benchmark and for the service it starts.
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if not p or Path(p).resolve() != _HERE]
+sys.path[:] = [str(_HERE.parent), *(p for p in sys.path if not p or Path(p).resolve() != _HERE)]
 
 from tests.conftest import checkout_event as test_checkout_event  # noqa: E402
 from tests.conftest import write_config  # noqa: E402

@@ -21,6 +21,7 @@ This module is imported only when a PDF is rendered (the worker), and imports th
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import re
@@ -64,6 +65,13 @@ class FacturXError(ValueError):
     """The invoice cannot be written as a valid EN 16931 document."""
 
 
+@functools.cache
+def _quiet_facturx() -> None:
+    # factur-x logs each step at INFO; a worker's log wants only what went wrong. Once:
+    # setLevel empties logging's cache of every logger's level.
+    logging.getLogger("factur-x").setLevel(logging.WARNING)
+
+
 def cii_xml(
     invoice: Invoice,
     seller: Seller,
@@ -89,8 +97,7 @@ def cii_xml(
     sellers without what may be missing) against the XSD."""
     import facturx
 
-    # factur-x logs each step at INFO; a worker's log wants only what went wrong.
-    logging.getLogger("factur-x").setLevel(logging.WARNING)
+    _quiet_facturx()
     data = data_dict(invoice, seller, regime, texts, seller_name=seller_name, paid_on=paid_on)
     try:
         xml: bytes = facturx.generate_cii_xml(
