@@ -298,7 +298,10 @@ def _address_header(msg: EmailMessage, name: str, address: Address) -> None:
     except UnicodeError:  # a non-ASCII local part: the email package (and SMTPUTF8) handle it
         msg[name] = address
         return
-    if len(name) + 2 + len(value) <= _FOLD_AT and _plain_header(display) and value.isascii():
+    # The address too, not only the name: a form feed in a quoted local part is a line
+    # break to splitlines(), which would start a header of its own (a Bcc).
+    plain = _plain_header(display) and address.addr_spec.isprintable()
+    if len(name) + 2 + len(value) <= _FOLD_AT and plain and value.isascii():
         msg.set_raw(name, value)
     else:
         msg[name] = address
@@ -384,6 +387,8 @@ def _buyer_address(name: str, email: str) -> Address:
     try:
         if not (local and at and domain):
             raise ValueError("no local part or domain")
+        if not email.strip().isprintable():  # a control character: no mailbox has one
+            raise ValueError("a control character in it")
         ascii_domain = domain.encode("idna").decode("ascii")
         return Address(display_name=_one_line(name), username=local, domain=ascii_domain)
     except (ValueError, UnicodeError) as exc:

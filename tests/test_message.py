@@ -179,6 +179,15 @@ def test_subject_is_plain_text_and_one_line() -> None:
     assert None is parsed(msg)["Bcc"]
 
 
+@pytest.mark.parametrize("control", ["\x0c", "\x0b", "\x1c", "\x1e", "\x85"])
+def test_a_buyer_email_cannot_smuggle_a_header(control: str) -> None:
+    """A control character Address() lets into a quoted local part is a line break to the
+    generator: such an email is refused, never written as a To that starts a Bcc."""
+    sneaky = f'"x{control}Bcc: attacker@evil.example{control}X: "@example.org'
+    with pytest.raises(PermanentError, match="control character"):
+        build(make_invoice(email_address=sneaky))
+
+
 def test_bad_subject_template_is_a_settings_error() -> None:
     """A broken or unknown-variable subject names the setting."""
     with pytest.raises(SettingsError, match="email.subject"):
