@@ -288,7 +288,7 @@ class _Checkpointer:
         self.thread: threading.Thread | None = None
 
     def watch(self, engine: Engine) -> None:
-        if engine in self.engines and self.thread is not None:
+        if engine in self.engines and self.thread is not None and self.thread.is_alive():
             return
         with self.lock:
             self.engines.add(engine)
@@ -299,8 +299,13 @@ class _Checkpointer:
     def _run(self) -> None:
         while True:
             time.sleep(CHECKPOINT_SECONDS)
-            for engine in list(self.engines):
-                self.checkpoint(engine)
+            with self.lock:  # watch() adds to the set meanwhile
+                engines = list(self.engines)
+            for engine in engines:
+                try:
+                    self.checkpoint(engine)
+                except Exception:  # never the end of this thread: it is the only checkpointer
+                    logging.getLogger("invoicehook.store").exception("WAL checkpoint failed")
 
     def checkpoint(self, engine: Engine) -> None:
         lock = _write_locks.get(engine)
@@ -309,11 +314,14 @@ class _Checkpointer:
         writes = lock.writes
         try:
             with engine.connect() as conn:
-                driver(conn).execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                busy, frames, backfilled = (
+                    driver(conn).execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                )
         except Exception as exc:  # the next round tries again; SQLite's WAL is still whole
             logging.getLogger("invoicehook.store").warning("WAL checkpoint failed: %s", exc)
             return
-        self.done[engine] = writes
+        if not busy and backfilled >= frames:  # else a reader held it back: again next round
+            self.done[engine] = writes
 
 
 _checkpointer = _Checkpointer()
