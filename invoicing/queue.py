@@ -121,9 +121,16 @@ _DUE = (
     .order_by(jobs.c.run_after, jobs.c.id)
     .limit(1)
 )
+# Never a job of this same live worker: its heartbeat renews the leases it holds, so
+# one of them runs out only while the database is away, and the loop that holds it is
+# still waiting to record what it did (an email sent): taking it would send it again.
 _ABANDONED = (
     select(*_COLUMNS)
-    .where(jobs.c.state == JobState.RUNNING, jobs.c.locked_until < bindparam("now"))
+    .where(
+        jobs.c.state == JobState.RUNNING,
+        jobs.c.locked_until < bindparam("now"),
+        jobs.c.locked_by.not_like(bindparam("mine"), escape="\\"),
+    )
     .order_by(jobs.c.locked_until, jobs.c.id)
     .limit(1)
 )
@@ -175,7 +182,8 @@ def claim(
         if job_id is not None:
             waiting = select(*_COLUMNS).where(jobs.c.id == job_id, jobs.c.state == JobState.PENDING)
             candidates = (waiting.with_for_update(skip_locked=True),)
-        row = _first(conn, candidates, now)
+        mine = worker.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
+        row = _first(conn, candidates, now, mine)
         # Only a job of an exclusive kind needs its group looked at (most claims do not).
         if row is not None and row.kind in EXCLUSIVE:
             if postgres:
@@ -185,7 +193,7 @@ def claim(
             busy = _busy_groups(conn, now)
             if EXCLUSIVE[JobKind(row.kind)] in busy:
                 skip = [kind for kind, group in EXCLUSIVE.items() if group in busy]
-                row = _first(conn, candidates, now, skip)
+                row = _first(conn, candidates, now, mine, skip)
         if row is None:
             return None
         until = now + timedelta(seconds=lease_seconds)
@@ -199,13 +207,15 @@ def _first(
     conn: Connection,
     candidates: tuple[Select[Any], ...],
     now: datetime,
+    mine: str,
     skip: list[JobKind] | None = None,
 ) -> Any:
-    """The first due row of ``candidates``, leaving out the kinds in ``skip``."""
+    """The first due row of ``candidates``, leaving out the kinds in ``skip`` (``mine``:
+    the LIKE pattern of this worker's own claims)."""
     for query in candidates:
         if skip:
             query = query.where(jobs.c.kind.not_in(skip))
-        row = conn.execute(query, {"now": now}).first()
+        row = conn.execute(query, {"now": now, "mine": mine}).first()
         if row is not None:
             return row
     return None

@@ -90,11 +90,12 @@ def test_regenerated_pdf_is_byte_identical(runtime: Runtime) -> None:
     assert render_pdf(runtime, row) == runtime.storage.get(row.pdf_key)
 
 
-@pytest.mark.parametrize("workers", [("slow-host:1", "fast-host:2"), ("host:1", "host:1")])
+@pytest.mark.parametrize("workers", [("slow-host:1", "fast-host:2"), ("host:1:a", "host:1:b")])
 def test_a_worker_whose_job_was_taken_over_sends_nothing(
     runtime: Runtime, workers: tuple[str, str]
 ) -> None:
-    """Two claims of one job (a lease ran out), even by two loops of one process: only the
+    """Two claims of one job (a lease ran out; the second by another worker, even one of
+    the same host: a loop never takes back its own worker's job, test_recovery): only the
     current holder reaches the email, and the stale one cannot mark the job done."""
     from invoicing import queue
     from invoicing.store import jobs

@@ -192,6 +192,27 @@ def test_the_heartbeat_keeps_a_slow_jobs_lease_and_a_dead_one_loses_it(tmp_path:
         queue.renew(rt.engine, job, 1)  # the slow worker must not send now
 
 
+def test_a_worker_never_takes_back_its_own_job_whose_lease_ran_out(database_url: str) -> None:
+    """A lease of a live worker runs out only while the database is away (its heartbeat
+    renews every lease it holds), and its loop is then still waiting to record what it did:
+    another loop of the same worker must not take the job and send its email again. Another
+    worker may, once the lease is over."""
+    from datetime import UTC, datetime, timedelta
+
+    engine = make_engine(database_url)
+    migrate(engine)
+    start = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+    with engine.begin() as conn:
+        job_id = queue.enqueue(conn, queue.JobKind.INVOICE, 1, now=start)
+    mine = "host_1:42:b00t%"  # LIKE's own characters in it, taken literally
+    held = queue.claim(engine, mine, 10, clock=lambda: start)
+    assert held is not None and held.id == job_id
+    later = start + timedelta(seconds=30)
+    assert queue.claim(engine, mine, 10, clock=lambda: later) is None
+    assert queue.claim(engine, "host-1:42:b00tx", 10, clock=lambda: later) is not None
+    engine.dispose()
+
+
 def test_an_exclusive_job_waits_while_its_group_runs(database_url: str) -> None:
     """A ledger job is not handed out while another holds a live lease (the Sheet has one
     writer); the claim passes over it to the next job, and hands it out once the first is
