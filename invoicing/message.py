@@ -387,8 +387,6 @@ def _buyer_address(name: str, email: str) -> Address:
     try:
         if not (local and at and domain):
             raise ValueError("no local part or domain")
-        if not email.strip().isprintable():  # a control character: no mailbox has one
-            raise ValueError("a control character in it")
         ascii_domain = domain.encode("idna").decode("ascii")
         return Address(display_name=_one_line(name), username=local, domain=ascii_domain)
     except (ValueError, UnicodeError) as exc:
