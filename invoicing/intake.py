@@ -194,16 +194,9 @@ def record_together(conn: Connection, arrivals: Sequence[Arrival]) -> dict[int, 
     }
 
 
-def reject(
-    engine: Engine, *, source: str, rejected: Rejected, clock: Callable[[], datetime] = utcnow
-) -> None:
-    """Keep an authentic delivery that is not valid, with why: the seller sees it, and a
-    replay after the fix records it. Nothing else is written."""
-    with write(engine) as conn:
-        reject_in(conn, source=source, rejected=rejected, now=clock())
-
-
 def reject_in(conn: Connection, *, source: str, rejected: Rejected, now: datetime) -> None:
+    """Keep an authentic delivery that is not valid, with why, in the caller's transaction:
+    the seller sees it, and a replay after the fix records it. Nothing else is written."""
     if records.insert_event(
         conn,
         event_id=rejected.event_id,
